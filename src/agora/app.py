@@ -1,0 +1,139 @@
+"""The application factory: one FastAPI app serving the API, the web UI and (later) the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agora import __version__
+from agora.api import problems
+from agora.api.deps import client_addr
+from agora.api.routes import audit as audit_routes
+from agora.api.routes import auth as auth_routes
+from agora.api.routes import projects as project_routes
+from agora.api.routes import system as system_routes
+from agora.api.routes import users as user_routes
+from agora.errors import Forbidden
+from agora.migrations import upgrade
+from agora.runtime import Runtime
+from agora.services import audit
+from agora.services.context import Ctx
+from agora.settings import Settings
+
+log = logging.getLogger("agora")
+_SAFE = {"GET", "HEAD", "OPTIONS"}
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit with 413, whether or not they declare a length."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        too_big = f"The request body is larger than {self.max_bytes} bytes"
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            response = problems.problem(413, too_big)
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await problems.problem(413, too_big)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or (runtime.settings if runtime else Settings())
+    runtime = runtime or Runtime.create(settings)
+    upgrade(runtime.db)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(_flush_key_usage(runtime))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await asyncio.to_thread(runtime.key_usage.flush, runtime.db)
+
+    app = FastAPI(
+        title="Agora",
+        version=__version__,
+        description="AI on demand for research computing centres. Errors are "
+        "application/problem+json (RFC 9457).",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/v1/openapi.json",
+    )
+    app.state.runtime = runtime
+    problems.install(app, on_forbidden=_audit_denied)
+    for module in (auth_routes, user_routes, project_routes, audit_routes, system_routes):
+        app.include_router(module.router, prefix="/api/v1")
+
+    from agora.web import oidc, pages
+
+    pages.install(app)
+    oidc.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+async def _flush_key_usage(runtime: Runtime) -> None:
+    while True:
+        await asyncio.sleep(runtime.settings.key_last_used_flush_seconds)
+        try:
+            await asyncio.to_thread(runtime.key_usage.flush, runtime.db)
+        except Exception:  # keep flushing later; the database may be briefly unavailable
+            log.exception("could not record API key usage")
+
+
+async def _audit_denied(request: Request, exc: Forbidden) -> None:
+    """A refused change is worth a line in the audit trail too."""
+    if request.method in _SAFE:
+        return
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        return
+    runtime: Runtime = request.app.state.runtime
+
+    def write() -> None:
+        with runtime.db.transaction() as db:
+            ctx = Ctx(db=db, runtime=runtime, principal=principal, client_addr=client_addr(request))
+            audit.record(
+                ctx,
+                "request.denied",
+                f"{request.method} {request.url.path}",
+                outcome="denied",
+                details={"reason": exc.detail},
+            )
+
+    await asyncio.to_thread(write)

@@ -1,0 +1,57 @@
+"""The process-wide objects one Agora instance runs with, built by the app factory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import update
+
+from agora.db import Database
+from agora.models import ApiKey
+from agora.security import Keyring
+from agora.settings import Settings
+
+
+class KeyUsage:
+    """Remembers when each API key was last used and writes it in batches, not per request."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, dt.datetime] = {}
+        self._lock = threading.Lock()
+
+    def touch(self, key_id: int, when: dt.datetime) -> None:
+        with self._lock:
+            self._pending[key_id] = when
+
+    def flush(self, db: Database) -> int:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return 0
+        with db.transaction() as session:
+            for key_id, when in pending.items():
+                session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+        return len(pending)
+
+    def peek(self, key_id: int) -> dt.datetime | None:
+        with self._lock:
+            return self._pending.get(key_id)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    keyring: Keyring
+    key_usage: KeyUsage = field(default_factory=KeyUsage)
+
+    @classmethod
+    def create(cls, settings: Settings) -> Runtime:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(
+            settings=settings,
+            db=Database(str(settings.database_url)),
+            keyring=Keyring(settings.ensure_secret_key()),
+        )

@@ -1,0 +1,155 @@
+"""Typed configuration: environment variables (``AGORA_*``) and an optional TOML file.
+
+Built once by the app factory (or the CLI) and passed down; nothing reads the environment
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_WEAK_SECRETS = {"", "changeme", "secret", "change-me", "agora"}
+
+
+class OIDCSettings(BaseSettings):
+    """Single sign-on through an OpenID Connect provider (Keycloak, INDIGO IAM, EGI Check-in)."""
+
+    model_config = SettingsConfigDict(env_prefix="AGORA_OIDC_", extra="ignore")
+
+    issuer: AnyHttpUrl | None = None
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
+    scopes: str = "openid profile email"
+    display_name: str = "Single sign-on"
+    username_claim: str = "preferred_username"
+    #: Claim whose values map to project roles, e.g. ``groups`` or ``eduperson_entitlement``.
+    roles_claim: str = "groups"
+    #: Regular expressions with named groups ``project`` and ``role``; the first that matches a
+    #: claim value wins. Roles outside owner/member/viewer map through ``role_aliases``.
+    role_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"^urn:mace:egi\.eu:group:(?P<project>[A-Za-z0-9._-]+):role=(?P<role>[a-z]+)#.*$",
+            r"^/?(?P<project>[A-Za-z0-9._-]+)/(?P<role>owner|member|viewer)$",
+        ]
+    )
+    role_aliases: dict[str, str] = Field(
+        default_factory=lambda: {"vm_operator": "member", "manager": "owner", "admin": "owner"}
+    )
+    #: Claim values that make a user a platform admin (exact match).
+    admin_values: list[str] = Field(default_factory=list)
+    #: Create projects named in claims that do not exist yet.
+    create_projects: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        return self.issuer is not None and bool(self.client_id)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AGORA_", extra="ignore", env_nested_delimiter="__"
+    )
+
+    data_dir: Path = Path(".agora")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    #: Public URL, used for OIDC redirects and secure cookies; derived from host/port when unset.
+    public_url: str | None = None
+    secret_key: SecretStr | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    bootstrap_admin_username: str = "admin"
+    bootstrap_admin_password: SecretStr | None = None
+    bootstrap_admin_key: SecretStr | None = None
+    bootstrap_project: str = "default"
+
+    session_hours: float = Field(default=12, gt=0)
+    cli_token_days: float = Field(default=30, gt=0)
+    login_free_attempts: int = Field(default=3, ge=1)
+    login_max_delay_seconds: int = Field(default=60, ge=1)
+    login_lockout_attempts: int = Field(default=10, ge=2)
+    login_lockout_minutes: float = Field(default=15, gt=0)
+    key_last_used_flush_seconds: float = Field(default=30, gt=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    oidc: OIDCSettings = Field(default_factory=OIDCSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlFileSource(settings_cls))
+
+    @field_validator("secret_key")
+    @classmethod
+    def _refuse_weak_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            raw = value.get_secret_value()
+            if raw.lower() in _WEAK_SECRETS or len(raw) < 32:
+                raise ValueError("AGORA_SECRET_KEY must be at least 32 random characters")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults_from_data_dir(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'agora.db'}"
+        if self.public_url is None:
+            self.public_url = f"http://{self.host}:{self.port}"
+        self.public_url = self.public_url.rstrip("/")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return str(self.database_url).startswith("sqlite")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return str(self.public_url).startswith("https://")
+
+    def ensure_secret_key(self) -> str:
+        """The signing/encryption key: configured, or generated once into the data directory."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+        return key
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Reads ``$AGORA_CONFIG_FILE`` (TOML) when set; environment variables win over it."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("AGORA_CONFIG_FILE")
+        if not path:
+            return {}
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ValueError(f"AGORA_CONFIG_FILE {path!r} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"AGORA_CONFIG_FILE {path!r} is not valid TOML: {exc}") from exc
+        return data

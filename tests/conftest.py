@@ -1,0 +1,92 @@
+"""Shared fixtures. Every test that takes ``runtime`` (or anything built on it) runs twice: on
+SQLite and on a real PostgreSQL server started for the session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from agora.app import create_app
+from agora.bootstrap import bootstrap
+from agora.db import Base
+from agora.runtime import Runtime
+from agora.settings import Settings
+from tests.helpers import Api
+from tests.servers import postgres_server
+
+ADMIN_PASSWORD = "admin-password-for-tests"
+ADMIN_KEY = "agora_" + "T" * 43
+
+os.environ.setdefault("PLAYWRIGHT_BROWSERS_PATH", "0")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'agora.db'}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    yield url
+    # Leave an empty schema for the next test (faster than a new database each time).
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "data",
+        "database_url": database_url,
+        "secret_key": "s" * 48,
+        "bootstrap_admin_password": ADMIN_PASSWORD,
+        "bootstrap_admin_key": ADMIN_KEY,
+        "public_url": "http://testserver",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database_url)
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    rt = Runtime.create(settings)
+    yield rt
+    rt.db.dispose()
+
+
+@pytest.fixture
+def app(runtime: Runtime):  # type: ignore[no-untyped-def]
+    application = create_app(runtime=runtime)
+    bootstrap(runtime)
+    return application
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def api(client: TestClient) -> Api:
+    """An API helper signed in with the bootstrap admin key."""
+    return Api(client, ADMIN_KEY)

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from agora.app import create_app
 from agora.bootstrap import bootstrap
 from agora.db import Base
+from agora.migrations import upgrade
 from agora.runtime import Runtime
 from agora.settings import Settings
 from tests.helpers import Api
@@ -56,6 +57,10 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Set
         "bootstrap_admin_password": ADMIN_PASSWORD,
         "bootstrap_admin_key": ADMIN_KEY,
         "public_url": "http://testserver",
+        # Cheap hashes keep the suite fast; test_passwords checks the production cost.
+        "password_hash_time_cost": 1,
+        "password_hash_memory_kib": 1024,
+        "password_hash_parallelism": 1,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -69,6 +74,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 @pytest.fixture
 def runtime(settings: Settings) -> Iterator[Runtime]:
     rt = Runtime.create(settings)
+    upgrade(rt.db)
     yield rt
     rt.db.dispose()
 
@@ -90,3 +96,10 @@ def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
 def api(client: TestClient) -> Api:
     """An API helper signed in with the bootstrap admin key."""
     return Api(client, ADMIN_KEY)
+
+
+@pytest.fixture
+def api_schema(app, client):  # type: ignore[no-untyped-def]
+    import schemathesis
+
+    return schemathesis.openapi.from_asgi("/api/v1/openapi.json", app)

@@ -40,6 +40,11 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        raw = scope.get("raw_path") or scope["path"].encode()
+        if b"%00" in raw or b"\x00" in raw or b"%00" in scope.get("query_string", b""):
+            detail = "The URL must not contain NUL characters (%00)"
+            await problems.problem(400, detail)(scope, receive, send)
+            return
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         too_big = f"The request body is larger than {self.max_bytes} bytes"
@@ -47,25 +52,28 @@ class BodyLimit:
             response = problems.problem(413, too_big)
             await response(scope, receive, send)
             return
+        if declared is not None:
+            await self.app(scope, receive, send)
+            return
+        # No declared length (chunked): read up to the limit before the app sees anything.
+        messages: list[Message] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                await problems.problem(413, too_big)(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await problems.problem(413, too_big)(scope, receive, send)
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:

@@ -10,7 +10,7 @@ from sqlalchemy import update
 
 from agora.db import Database
 from agora.models import ApiKey
-from agora.security import Keyring
+from agora.security import Keyring, configure_password_hashing
 from agora.settings import Settings
 
 
@@ -50,6 +50,11 @@ class Runtime:
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        configure_password_hashing(
+            settings.password_hash_time_cost,
+            settings.password_hash_memory_kib,
+            settings.password_hash_parallelism,
+        )
         return cls(
             settings=settings,
             db=Database(str(settings.database_url)),

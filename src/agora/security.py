@@ -25,6 +25,18 @@ _hasher = PasswordHasher()  # argon2id with the library's current recommended pa
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
+def configure_password_hashing(time_cost: int, memory_kib: int, parallelism: int) -> None:
+    """Set argon2id's cost for new hashes (existing hashes are upgraded at the next sign-in)."""
+    global _hasher, _DUMMY_HASH
+    current = _hasher
+    if (current.time_cost, current.memory_cost, current.parallelism) == (
+        time_cost, memory_kib, parallelism,
+    ):
+        return
+    _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+    _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     login_lockout_attempts: int = Field(default=10, ge=2)
     login_lockout_minutes: float = Field(default=15, gt=0)
     key_last_used_flush_seconds: float = Field(default=30, gt=0)
+    #: argon2id cost for password hashes (defaults: RFC 9106's second recommended option).
+    password_hash_time_cost: int = Field(default=3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(default=65536, ge=8, le=4_194_304)
+    password_hash_parallelism: int = Field(default=4, ge=1, le=64)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
     oidc: OIDCSettings = Field(default_factory=OIDCSettings)

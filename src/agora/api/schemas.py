@@ -9,6 +9,17 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, Str
 
 from agora.models import Role, Scope
 
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on every database
+
+
+def _printable(value: str) -> str:
+    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Plain = AfterValidator(_printable)
+
 Name = Annotated[
     str,
     StringConstraints(min_length=2, max_length=63, pattern=r"^[a-z0-9][a-z0-9._-]*$"),
@@ -16,9 +27,10 @@ Name = Annotated[
         description="Lower-case letters, digits, '.', '_' and '-', starting with a letter or digit"
     ),
 ]
-Text = Annotated[str, StringConstraints(max_length=128, strip_whitespace=True)]
-LongText = Annotated[str, StringConstraints(max_length=4000)]
-Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+Text = Annotated[str, StringConstraints(max_length=128, strip_whitespace=True), Plain]
+LongText = Annotated[str, StringConstraints(max_length=4000), Plain]
+Password = Annotated[str, StringConstraints(min_length=1, max_length=1024), Plain]
+Username = Annotated[str, StringConstraints(min_length=1, max_length=64), Plain]
 TOTPCode = Annotated[str, StringConstraints(pattern=r"^\s*\d{3}\s?\d{3}\s*$")]
 
 
@@ -43,7 +55,7 @@ class Out(BaseModel):
 
 
 class LoginIn(Strict):
-    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    username: Username
     password: Password
     totp_code: TOTPCode | None = None
 
@@ -153,7 +165,7 @@ class ProjectPublic(Out):
 
 
 class MemberAdd(Strict):
-    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    username: Username
     role: Role = Role.member
 
 
@@ -173,7 +185,7 @@ class MemberPublic(BaseModel):
 
 
 class KeyCreate(Strict):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True), Plain]
     scopes: Annotated[list[Scope], Field(min_length=1, max_length=4)] = [Scope.inference]
     expires_at: AwareDatetime | None = None
 

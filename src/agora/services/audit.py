@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from agora.db import utcnow
 from agora.errors import InvalidInput
@@ -52,6 +54,16 @@ def _scrub(details: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in details.items() if not any(w in k.lower() for w in _SECRET_WORDS)}
 
 
+def _advance_head(db: Session) -> tuple[int, str] | None:
+    row = db.execute(
+        update(AuditHead)
+        .where(AuditHead.id == 1)
+        .values(seq=AuditHead.seq + 1)
+        .returning(AuditHead.seq, AuditHead.hash)
+    ).one_or_none()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
 def record(
     ctx: Ctx,
     action: str,
@@ -67,18 +79,16 @@ def record(
     """Append an entry in the caller's transaction, so it commits with the change it describes."""
     db = ctx.db
     principal = ctx.principal
-    head = db.execute(
-        update(AuditHead)
-        .where(AuditHead.id == 1)
-        .values(seq=AuditHead.seq + 1)
-        .returning(AuditHead.seq, AuditHead.hash)
-    ).one_or_none()
-    if head is None:
-        db.add(AuditHead(id=1, seq=1, hash=GENESIS))
-        db.flush()
-        seq, prev = 1, GENESIS
-    else:
-        seq, prev = head
+    head = _advance_head(db)
+    if head is None:  # a new (or emptied) database: plant the head, racing others safely
+        try:
+            with db.begin_nested():
+                db.add(AuditHead(id=1, seq=0, hash=GENESIS))
+        except IntegrityError:
+            pass
+        head = _advance_head(db)
+        assert head is not None
+    seq, prev = head
     entry = AuditEntry(
         seq=seq,
         time=utcnow(),

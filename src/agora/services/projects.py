@@ -17,7 +17,7 @@ def list_projects(ctx: Ctx) -> list[tuple[Project, Role | None]]:
     roles = dict(
         ctx.db.execute(
             select(Membership.project_id, Membership.role).where(Membership.user_id == p.user_id)
-        )
+        ).all()
     )
     stmt = select(Project).order_by(Project.name)
     if p.is_admin:

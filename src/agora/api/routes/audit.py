@@ -12,7 +12,7 @@ from agora.services import access, audit
 router = APIRouter(tags=["audit"])
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Before = Annotated[int | None, Query(ge=1, le=2**62)]
+Before = Annotated[int | None, Query(ge=1, le=schemas.MAX_ID)]
 Filter = Annotated[str | None, Query(max_length=64)]
 When = Annotated[schemas.AwareDatetime | None, Query()]
 

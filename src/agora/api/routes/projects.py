@@ -12,7 +12,7 @@ from agora.services import keys, projects
 router = APIRouter(prefix="/projects", tags=["projects"])
 ProjectName = Annotated[str, Path(min_length=1, max_length=64)]
 Username = Annotated[str, Path(min_length=1, max_length=64)]
-KeyId = Annotated[int, Path(ge=1, le=2**62)]
+KeyId = Annotated[int, Path(ge=1, le=schemas.MAX_ID)]
 
 
 @router.get("", response_model=list[schemas.ProjectPublic])

@@ -31,7 +31,7 @@ def _pg_bin(name: str) -> str:
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     if not candidates:
         raise RuntimeError(
-            f"PostgreSQL's {name} is not installed: run 'make test-deps' (apt-get install postgresql)"
+            f"PostgreSQL's {name} is missing: run 'make test-deps' (apt-get install postgresql)"
         )
     return candidates[-1]
 

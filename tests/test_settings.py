@@ -11,7 +11,9 @@ from pydantic import ValidationError
 from agora.settings import Settings
 
 
-def test_defaults_use_sqlite_in_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_use_sqlite_in_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AGORA_DATA_DIR", str(tmp_path / "d"))
     s = Settings()
     assert s.database_url == f"sqlite:///{tmp_path / 'd' / 'agora.db'}"

@@ -36,7 +36,7 @@ def bootstrap(runtime: Runtime) -> BootstrapResult | None:
             not given_key.startswith(API_KEY_PREFIX) or len(given_key) < 38
         ):
             raise ValueError(
-                "AGORA_BOOTSTRAP_ADMIN_KEY must start with 'agora_' and carry at least 32 characters"
+                "AGORA_BOOTSTRAP_ADMIN_KEY must be 'agora_' and at least 32 more characters"
             )
         if given_password is not None:
             users.check_password_rules(given_password, s.bootstrap_admin_username)

@@ -49,7 +49,7 @@ class User(Base):
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    #: Fernet-encrypted TOTP secret; None when TOTP is off. ``totp_pending`` holds one being enrolled.
+    #: Fernet-encrypted TOTP secret (None when off); ``totp_pending`` holds one being enrolled.
     totp_secret: Mapped[str | None] = mapped_column(String(255))
     totp_pending: Mapped[str | None] = mapped_column(String(255))
     totp_last_step: Mapped[int | None] = mapped_column(Integer)

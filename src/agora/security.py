@@ -30,7 +30,9 @@ def configure_password_hashing(time_cost: int, memory_kib: int, parallelism: int
     global _hasher, _DUMMY_HASH
     current = _hasher
     if (current.time_cost, current.memory_cost, current.parallelism) == (
-        time_cost, memory_kib, parallelism,
+        time_cost,
+        memory_kib,
+        parallelism,
     ):
         return
     _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)

@@ -118,8 +118,14 @@ def test_totp_disable_needs_password_and_code(api: Api) -> None:
     token = api.user("alice")
     secret = _enrol(api, token)
     me = api.as_(token)
-    assert me.post("/me/totp/disable", {"password": "wrong-one", "code": totp_now(secret)}).status_code == 422
-    assert me.post("/me/totp/disable", {"password": PASSWORD, "code": totp_now(secret)}).status_code == 204
+    assert (
+        me.post("/me/totp/disable", {"password": "wrong-one", "code": totp_now(secret)}).status_code
+        == 422
+    )
+    assert (
+        me.post("/me/totp/disable", {"password": PASSWORD, "code": totp_now(secret)}).status_code
+        == 204
+    )
     assert _login(api, "alice", PASSWORD).status_code == 200
 
 
@@ -143,7 +149,10 @@ def test_one_time_password_must_be_changed_first(api: Api) -> None:
     assert blocked.status_code == 403
     assert "password" in blocked.json()["detail"]
     assert bob.get("/me").json()["restriction"] == "password"
-    assert bob.post("/me/password", {"current_password": otp, "new_password": "short"}).status_code == 422
+    assert (
+        bob.post("/me/password", {"current_password": otp, "new_password": "short"}).status_code
+        == 422
+    )
     ok = bob.post("/me/password", {"current_password": otp, "new_password": "a-new-password-1"})
     assert ok.status_code == 204
     assert bob.get("/projects").status_code == 200

@@ -35,7 +35,9 @@ def test_wrong_types_are_named(api: Api) -> None:
 
 def test_malformed_json_is_422(api: Api) -> None:
     r = api.client.post(
-        "/api/v1/projects", content=b"{not json", headers={**api._h(), "content-type": "application/json"}
+        "/api/v1/projects",
+        content=b"{not json",
+        headers={**api._h(), "content-type": "application/json"},
     )
     _is_problem(r, 422)
 
@@ -52,7 +54,9 @@ def test_oversized_chunked_body_is_413(api: Api) -> None:
             yield b"x" * 65536
 
     r = api.client.post(
-        "/api/v1/projects", content=chunks(), headers={**api._h(), "content-type": "application/json"}
+        "/api/v1/projects",
+        content=chunks(),
+        headers={**api._h(), "content-type": "application/json"},
     )
     _is_problem(r, 413)
 

@@ -43,7 +43,9 @@ def test_expired_key_is_refused(api: Api, runtime: Runtime) -> None:
     token = api.user("alice")
     api.project("lab", alice="member")
     soon = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
-    r = api.as_(token).post("/projects/lab/keys", {"name": "k", "scopes": ["read"], "expires_at": soon})
+    r = api.as_(token).post(
+        "/projects/lab/keys", {"name": "k", "scopes": ["read"], "expires_at": soon}
+    )
     assert r.status_code == 201
     secret = r.json()["secret"]
     with runtime.db.transaction() as db:
@@ -60,8 +62,15 @@ def test_expiry_must_be_future_and_zoned(api: Api) -> None:
     api.project("lab", alice="member")
     alice = api.as_(token)
     past = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat()
-    assert alice.post("/projects/lab/keys", {"name": "k", "scopes": ["read"], "expires_at": past}).status_code == 422
-    naive = alice.post("/projects/lab/keys", {"name": "k", "scopes": ["read"], "expires_at": "2030-01-01T00:00:00"})
+    assert (
+        alice.post(
+            "/projects/lab/keys", {"name": "k", "scopes": ["read"], "expires_at": past}
+        ).status_code
+        == 422
+    )
+    naive = alice.post(
+        "/projects/lab/keys", {"name": "k", "scopes": ["read"], "expires_at": "2030-01-01T00:00:00"}
+    )
     assert naive.status_code == 422
     assert "time zone" in naive.json()["detail"]
 

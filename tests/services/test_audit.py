@@ -18,7 +18,9 @@ from tests.helpers import PASSWORD, Api
 def _append(runtime: Runtime, n: int) -> None:
     for i in range(n):
         with runtime.db.transaction() as db:
-            audit.record(Ctx(db=db, runtime=runtime, client_addr="127.0.0.1"), "test.event", f"t{i}")
+            audit.record(
+                Ctx(db=db, runtime=runtime, client_addr="127.0.0.1"), "test.event", f"t{i}"
+            )
 
 
 def _verify(runtime: Runtime) -> audit.Verification:
@@ -101,10 +103,14 @@ def test_api_filters_and_verify(api: Api) -> None:
     older = api.get("/audit", params={"limit": 2, "before": page["next_before"]}).json()
     assert older["entries"][0]["seq"] < page["entries"][-1]["seq"]
     assert api.get("/audit/verify").json() == {
-        "ok": True, "checked": api.get("/audit", params={"limit": 1}).json()["entries"][0]["seq"],
-        "first_broken_seq": None, "reason": None,
+        "ok": True,
+        "checked": api.get("/audit", params={"limit": 1}).json()["entries"][0]["seq"],
+        "first_broken_seq": None,
+        "reason": None,
     }
-    bad = api.get("/audit", params={"since": "2030-01-02T00:00:00Z", "until": "2030-01-01T00:00:00Z"})
+    bad = api.get(
+        "/audit", params={"since": "2030-01-02T00:00:00Z", "until": "2030-01-01T00:00:00Z"}
+    )
     assert bad.status_code == 422
 
 

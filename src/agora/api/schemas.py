@@ -62,7 +62,7 @@ class LoginIn(Strict):
 
 class TokenOut(BaseModel):
     token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 - the OAuth token type, not a secret
     expires_at: dt.datetime
     username: str
 
@@ -185,7 +185,9 @@ class MemberPublic(BaseModel):
 
 
 class KeyCreate(Strict):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True), Plain]
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True), Plain
+    ]
     scopes: Annotated[list[Scope], Field(min_length=1, max_length=4)] = [Scope.inference]
     expires_at: AwareDatetime | None = None
 

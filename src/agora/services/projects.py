@@ -11,7 +11,7 @@ from agora.services.context import Ctx
 
 
 def list_projects(ctx: Ctx) -> list[tuple[Project, Role | None]]:
-    """Projects the caller can see, with the caller's role (admins see all; None if not a member)."""
+    """Projects the caller can see, with the caller's role (None where not a member)."""
     p = access.principal(ctx)
     access.require_scope(p, "read")
     roles = dict(

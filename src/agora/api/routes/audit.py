@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 
 from agora.api import schemas
 from agora.api.deps import CtxDep
-from agora.models import Role
+from agora.models import AuditEntry, Role
 from agora.services import access, audit
 
 router = APIRouter(tags=["audit"])
@@ -17,7 +17,7 @@ Filter = Annotated[str | None, Query(max_length=64)]
 When = Annotated[schemas.AwareDatetime | None, Query()]
 
 
-def _page(entries: list[audit.AuditEntry], limit: int) -> schemas.AuditPage:
+def _page(entries: list[AuditEntry], limit: int) -> schemas.AuditPage:
     return schemas.AuditPage(
         entries=[schemas.AuditPublic.model_validate(e) for e in entries],
         next_before=entries[-1].seq if len(entries) == limit else None,

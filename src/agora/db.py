@@ -69,7 +69,10 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
+            # Writers take the lock up front: a deferred transaction that read first cannot
+            # upgrade once another writer committed (SQLITE_BUSY_SNAPSHOT, no busy wait).
+            immediate = conn.get_execution_options().get("sqlite_immediate", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     if url.startswith("postgresql://"):
@@ -85,13 +88,18 @@ class Database:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def session(self) -> Session:
-        return self._sessions()
+    def session(self, *, write: bool = False) -> Session:
+        """A session; ``write=True`` when it will change data (SQLite then locks at BEGIN)."""
+        session = self._sessions()
+        if write and self.engine.dialect.name == "sqlite":
+            session.connection(execution_options={"sqlite_immediate": True})
+        return session
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
+        with self.session(write=True) as session:
             yield session
+            session.commit()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -91,3 +91,14 @@ def test_cookie_session_without_csrf_header_cannot_change(api: Api) -> None:
         assert api.client.get("/api/v1/me").status_code == 200  # reads are fine
     finally:
         api.client.cookies.clear()
+
+
+def test_racing_creates_give_one_success_and_conflicts(api: Api) -> None:
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(
+            pool.map(lambda _: api.post("/projects", {"name": "race"}).status_code, range(8))
+        )
+    assert statuses.count(201) == 1
+    assert set(statuses) <= {201, 409}

@@ -50,7 +50,7 @@ def credentials(request: Request) -> tuple[str | None, bool]:
 
 def open_ctx(request: Request) -> Iterator[Ctx]:
     rt = runtime_of(request)
-    with rt.db.session() as db:
+    with rt.db.session(write=request.method not in _SAFE) as db:
         ctx = Ctx(db=db, runtime=rt, client_addr=client_addr(request))
         try:
             token, from_cookie = credentials(request)

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agora.errors import AgoraError, Forbidden
@@ -106,6 +107,17 @@ def install(app: FastAPI, on_forbidden: Any = None) -> None:
             detail,
             instance=request.url.path,
             headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        # Two requests raced to create the same thing; the loser gets a clean conflict.
+        log.info("integrity error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return problem(
+            409,
+            "This conflicts with a change made at the same time; reload and retry",
+            code="conflict",
+            instance=request.url.path,
         )
 
     @app.exception_handler(Exception)

@@ -1,0 +1,168 @@
+"""`agora up`: the one command that runs the server instead of talking to it.
+
+Server modules are imported inside the command so that the other commands start quickly.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.text import Text
+
+from agora import __version__
+from agora.cli import console
+from agora.cli.console import CliError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from agora.bootstrap import BootstrapResult
+    from agora.runtime import Runtime
+    from agora.settings import Settings
+
+
+def describe_database(url: str) -> str:
+    """Where the data lives, never with the password: 'SQLite /x/agora.db', 'postgresql …'."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "(unparseable database URL)"
+    if parsed.get_backend_name() == "sqlite":
+        return f"SQLite {parsed.database or ':memory:'}"
+    where = parsed.host or "local socket"
+    if parsed.port:
+        where += f":{parsed.port}"
+    who = f" as {parsed.username}" if parsed.username else ""
+    return f"{parsed.get_backend_name()} on {where}, database {parsed.database or '-'}{who}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (and AGORA_CONFIG_FILE); invalid ones become one line."""
+    from pydantic import ValidationError
+
+    from agora.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        raise CliError(f"invalid server settings: {where}: {message}") from exc
+    except ValueError as exc:
+        raise CliError(f"invalid server settings: {exc}") from exc
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before migrating anything when the address is taken (uvicorn would exit later)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise CliError(f"cannot listen on {host}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise CliError(
+                f"cannot listen on {host}:{port}: {exc.strerror}; choose another with --port"
+            ) from exc
+
+
+def _print_first_start(result: BootstrapResult, url: str) -> None:
+    password = result.password or "(as set in AGORA_BOOTSTRAP_ADMIN_PASSWORD)"
+    api_key = result.api_key or "(as set in AGORA_BOOTSTRAP_ADMIN_KEY)"
+    pairs = [
+        ("Login name", result.username),
+        ("Password", password),
+        ("API key", api_key),
+        ("Project", result.project),
+        ("Open", url),
+    ]
+    notes = []
+    if result.password:
+        notes.append("one-time password: you will choose your own at first sign-in")
+    console.secret_panel(
+        "First start: administrator account created",
+        pairs,
+        "Shown once: store them now." + ("".join(f"\n{n}" for n in notes)),
+    )
+    console.info(
+        f"Sign in from a terminal with: agora login --url {url} --username {result.username}"
+    )
+
+
+def up(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: AGORA_HOST or 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port to listen on (default: AGORA_PORT or 8000)."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where Agora keeps its data (default: AGORA_DATA_DIR or ./.agora)."),
+    ] = None,
+) -> None:
+    """Run the Agora server here: migrate the database, create the first admin, serve."""
+    settings = load_settings(host=host, port=port, data_dir=data_dir)
+    _check_port_free(settings.host, settings.port)
+    runtime, app, first = _prepare(settings)
+    url = str(settings.public_url)
+    console.fields(
+        f"Agora {__version__}",
+        [
+            ("URL", url),
+            ("Data directory", str(settings.data_dir)),
+            ("Database", describe_database(str(settings.database_url))),
+        ],
+    )
+    if first is not None:
+        _print_first_start(first, url)
+    console.out().print(Text("Press Ctrl+C to stop.", style="dim"))
+    sys.stdout.flush()
+
+    import uvicorn
+
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    finally:
+        runtime.db.dispose()
+
+
+def _prepare(settings: Settings) -> tuple[Runtime, FastAPI, BootstrapResult | None]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from agora.app import create_app
+    from agora.bootstrap import bootstrap
+    from agora.errors import AgoraError
+    from agora.runtime import Runtime  # noqa: F811 - the real class, not only its type
+
+    database = describe_database(str(settings.database_url))
+    try:
+        runtime = Runtime.create(settings)
+    except OSError as exc:
+        raise CliError(f"cannot use the data directory {settings.data_dir}: {exc}") from exc
+    try:
+        app = create_app(runtime=runtime)
+        first = bootstrap(runtime)
+    except SQLAlchemyError as exc:
+        runtime.db.dispose()
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise CliError(f"cannot use the database ({database}): {reason}") from exc
+    except AgoraError as exc:
+        runtime.db.dispose()
+        raise CliError(f"cannot create the first administrator: {exc.detail}") from exc
+    except (ValueError, OSError) as exc:
+        runtime.db.dispose()
+        raise CliError(f"cannot start: {exc}") from exc
+    return runtime, app, first

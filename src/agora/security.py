@@ -21,8 +21,9 @@ SESSION_PREFIX = "agoras_"
 _ALPHABET = string.ascii_letters + string.digits
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-# Verified against when the username is unknown, so both paths cost the same time.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+# Verified against when the username is unknown, so both paths cost the same time. Made on
+# first use: hashing at import would slow every CLI start.
+_DUMMY_HASH: str | None = None
 
 
 def configure_password_hashing(time_cost: int, memory_kib: int, parallelism: int) -> None:
@@ -36,7 +37,7 @@ def configure_password_hashing(time_cost: int, memory_kib: int, parallelism: int
     ):
         return
     _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
-    _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+    _DUMMY_HASH = None
 
 
 def hash_password(password: str) -> str:
@@ -44,8 +45,11 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
+    global _DUMMY_HASH
+    if password_hash is None and _DUMMY_HASH is None:
+        _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _DUMMY_HASH or "", password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
 

@@ -134,14 +134,8 @@ async def _audit_denied(request: Request, exc: Forbidden) -> None:
     runtime: Runtime = request.app.state.runtime
 
     def write() -> None:
-        with runtime.db.transaction() as db:
+        with runtime.db.session(write=True) as db:
             ctx = Ctx(db=db, runtime=runtime, principal=principal, client_addr=client_addr(request))
-            audit.record(
-                ctx,
-                "request.denied",
-                f"{request.method} {request.url.path}",
-                outcome="denied",
-                details={"reason": exc.detail},
-            )
+            audit.record_denied(ctx, request.method, request.url.path, exc.detail)
 
     await asyncio.to_thread(write)

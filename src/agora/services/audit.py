@@ -197,6 +197,16 @@ def verify(ctx: Ctx, batch: int = 1000) -> Verification:
     return Verification(True, checked)
 
 
+def record_denied(ctx: Ctx, method: str, path: str, reason: str) -> AuditEntry:
+    """A refused change, in its own committed entry (the request's own work is rolled back)."""
+    ctx.db.rollback()
+    entry = record(
+        ctx, "request.denied", f"{method} {path}", outcome="denied", details={"reason": reason}
+    )
+    ctx.db.commit()
+    return entry
+
+
 def record_failure(ctx: Ctx, action: str, target: str, **kwargs: Any) -> AuditEntry:
     """Record a failed attempt and commit at once: the request will fail and roll back."""
     ctx.db.rollback()

@@ -93,17 +93,39 @@ def check_credentials(ctx: Ctx, username: str, password: str, totp_code: str | N
     if user.totp_secret is not None:
         if not totp_code:
             raise TOTPRequired("Enter the 6-digit code from your authenticator app")
-        secret = ctx.runtime.keyring.decrypt(user.totp_secret)
-        step = totp_step(secret, totp_code, user.totp_last_step)
-        if step is None:
-            _fail(ctx, username, row, "wrong TOTP code", user)
-            raise Unauthenticated("The TOTP code is wrong or was already used")
-        user.totp_last_step = step
+        _check_totp(ctx, user, totp_code, row)
     if user.password_hash and password_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    _throttle_clear(ctx, username)
-    user.last_login_at = utcnow()
+    _signed_in(ctx, user)
     return user
+
+
+def complete_totp(ctx: Ctx, username: str, code: str) -> User:
+    """Second step of a two-step (web) sign-in: the caller holds proof that the password of
+    ``username`` was verified moments ago; check the code with the same throttling and audit."""
+    username = username.strip()
+    row = _throttle_check_audited(ctx, username)
+    user = ctx.db.scalar(select(User).where(User.username == username))
+    if user is None or user.disabled or user.totp_secret is None:
+        raise Unauthenticated("This sign-in is no longer valid; start again")
+    _check_totp(ctx, user, code, row)
+    _signed_in(ctx, user)
+    return user
+
+
+def _check_totp(ctx: Ctx, user: User, code: str, row: LoginThrottle | None) -> None:
+    assert user.totp_secret is not None
+    secret = ctx.runtime.keyring.decrypt(user.totp_secret)
+    step = totp_step(secret, code, user.totp_last_step)
+    if step is None:
+        _fail(ctx, user.username, row, "wrong TOTP code", user)
+        raise Unauthenticated("The TOTP code is wrong or was already used")
+    user.totp_last_step = step
+
+
+def _signed_in(ctx: Ctx, user: User) -> None:
+    _throttle_clear(ctx, user.username)
+    user.last_login_at = utcnow()
 
 
 def _throttle_check_audited(ctx: Ctx, username: str) -> LoginThrottle | None:

@@ -41,7 +41,7 @@ def create_key(
     project, role = access.project_access(ctx, project_name, Role.viewer, write=False)
     if p.is_admin:
         role = access.role_in(ctx, project, p.user_id) or Role.owner
-    allowed = set(_SCOPES_FOR[role]) | ({Scope.admin} if p.is_admin else set())
+    allowed = _allowed(role, p.is_admin)
     wanted = set(scopes)
     if not wanted:
         raise InvalidInput("Give the key at least one scope")
@@ -51,6 +51,20 @@ def create_key(
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidInput("The expiry must be in the future")
     return issue(ctx, project.id, p.user_id, name, sorted(s.value for s in wanted), expires_at)
+
+
+def _allowed(role: Role, is_admin: bool) -> set[Scope]:
+    return set(_SCOPES_FOR[role]) | ({Scope.admin} if is_admin else set())
+
+
+def grantable_scopes(ctx: Ctx, project_name: str) -> list[Scope]:
+    """The scopes the caller may put on a new key in this project (what ``create_key`` allows)."""
+    p = access.principal(ctx)
+    project, role = access.project_access(ctx, project_name, Role.viewer, write=False)
+    if p.is_admin:
+        role = access.role_in(ctx, project, p.user_id) or Role.owner
+    allowed = _allowed(role, p.is_admin)
+    return [s for s in Scope if s in allowed]
 
 
 def issue(

@@ -259,20 +259,32 @@ def sync_memberships(ctx: Ctx, user: User, wanted: Mapping[str, Role]) -> None:
                 continue
             ctx.db.add(Membership(project_id=project.id, user_id=user.id, role=role, source=SOURCE))
             audit.record(
-                ctx, "member.add", target, project_id=project.id, project=name,
+                ctx,
+                "member.add",
+                target,
+                project_id=project.id,
+                project=name,
                 details={"role": role.value, "source": SOURCE},
-            )  # fmt: skip
+            )
         elif m.source == SOURCE and m.role != role:
             old, m.role = m.role, role
             audit.record(
-                ctx, "member.update", target, project_id=m.project_id, project=name,
+                ctx,
+                "member.update",
+                target,
+                project_id=m.project_id,
+                project=name,
                 details={"from": old.value, "to": role.value, "source": SOURCE},
-            )  # fmt: skip
+            )
     for name, m in sorted(current.items()):
         if m.source == SOURCE and name not in wanted:
             ctx.db.delete(m)
             audit.record(
-                ctx, "member.remove", target, project_id=m.project_id, project=name,
+                ctx,
+                "member.remove",
+                target,
+                project_id=m.project_id,
+                project=name,
                 details={"role": m.role.value, "source": SOURCE},
-            )  # fmt: skip
+            )
     ctx.db.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from agora.errors import Conflict, Forbidden, InvalidInput, NotFound
-from agora.models import Membership, Project, Role, User
+from agora.models import AuthSession, Membership, Project, Role, User
 from agora.services import access, audit, system, users
 from agora.services.context import Ctx
 
@@ -33,12 +33,53 @@ def get_project(ctx: Ctx, name: str) -> tuple[Project, Role]:
     return access.project_access(ctx, name, Role.viewer, write=False)
 
 
-def create_project(ctx: Ctx, name: str, title: str = "", description: str = "") -> Project:
+def _creation_refusal(ctx: Ctx) -> str | None:
     p = access.principal(ctx)
     if p.via == "api_key" and not p.is_admin:
-        raise Forbidden("API keys are bound to one project and cannot create projects")
+        return "API keys are bound to one project and cannot create projects"
     if not p.is_admin and not system.get(ctx, "users_can_create_projects"):
-        raise Forbidden("Only platform administrators may create projects here")
+        return "Only platform administrators may create projects here"
+    return None
+
+
+def can_create_projects(ctx: Ctx) -> bool:
+    """Whether ``create_project`` would let the caller through (for showing the form)."""
+    return _creation_refusal(ctx) is None
+
+
+def current_project(ctx: Ctx) -> tuple[Project, Role | None] | None:
+    """The project the session works in: the one it chose, else its first membership, else the
+    first project it can see. None when it sees none."""
+    p = access.principal(ctx)
+    visible = list_projects(ctx)
+    chosen = p.project_id
+    if p.session_id is not None:
+        session = ctx.db.get(AuthSession, p.session_id)
+        chosen = session.current_project_id if session else None
+    for project, role in visible:
+        if project.id == chosen:
+            return project, role
+    member_of = [(project, role) for project, role in visible if role is not None]
+    return (member_of or visible or [None])[0]
+
+
+def set_current_project(ctx: Ctx, name: str) -> Project:
+    """Remember, for this session, the project it works in."""
+    p = access.principal(ctx)
+    if p.session_id is None:
+        raise InvalidInput("Only signed-in sessions have a current project")
+    project, _ = access.project_access(ctx, name, Role.viewer, write=False)
+    session = ctx.db.get(AuthSession, p.session_id)
+    assert session is not None
+    session.current_project_id = project.id
+    return project
+
+
+def create_project(ctx: Ctx, name: str, title: str = "", description: str = "") -> Project:
+    p = access.principal(ctx)
+    refusal = _creation_refusal(ctx)
+    if refusal:
+        raise Forbidden(refusal)
     project = _insert(ctx, name, title, description)
     # The creator owns it, unless an admin creates it on someone's behalf (they add owners).
     if not p.is_admin:

@@ -29,6 +29,14 @@ def by_username(ctx: Ctx, username: str) -> User:
     return user
 
 
+def me(ctx: Ctx) -> User:
+    """The signed-in user's own account (restricted sessions may read it)."""
+    p = access.principal(ctx, allow_restricted=True)
+    user = ctx.db.get(User, p.user_id)
+    assert user is not None
+    return user
+
+
 def list_users(ctx: Ctx) -> list[User]:
     access.require_admin(ctx)
     return list(ctx.db.scalars(select(User).order_by(User.username)))

@@ -1,5 +1,25 @@
+"""The server-rendered web UI: pages that call the same services as the REST API."""
+
+from __future__ import annotations
+
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from agora.web import (
+    errors,
+    routes_account,
+    routes_admin,
+    routes_auth,
+    routes_keys,
+    routes_projects,
+)
+from agora.web.render import STATIC_DIR, make_templates
 
 
 def install(app: FastAPI) -> None:
-    return None
+    """Mount the pages, their static files and the HTML error pages (after the API's handlers)."""
+    app.state.web_templates = make_templates()
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    for module in (routes_auth, routes_account, routes_projects, routes_keys, routes_admin):
+        app.include_router(module.router)
+    errors.install(app)

@@ -1,0 +1,1 @@
+"""Single sign-on through OpenID Connect, against a real provider on loopback."""

@@ -1,0 +1,1 @@
+"""Self-service deployments: templates, backends and the orchestrator that reconciles them."""

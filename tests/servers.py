@@ -114,3 +114,35 @@ def wait_for_port(host: str, port: int, timeout: float = 30) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+@contextlib.contextmanager
+def agora_server(settings, port: int):  # type: ignore[no-untyped-def]
+    """Agora under uvicorn in a thread (lifespan and orchestrator included); yields the runtime.
+
+    Leaving the block shuts it down the way a stopped control plane goes: processes it started
+    keep running.
+    """
+    import threading
+
+    import uvicorn
+
+    from agora.app import create_app
+    from agora.bootstrap import bootstrap
+    from agora.runtime import Runtime
+
+    runtime = Runtime.create(settings)
+    app = create_app(runtime=runtime)
+    bootstrap(runtime)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="agora-server", daemon=True)
+    thread.start()
+    try:
+        wait_for_port("127.0.0.1", port)
+        yield runtime
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        runtime.db.dispose()

@@ -15,6 +15,7 @@ from agora.api import problems
 from agora.api.deps import client_addr
 from agora.api.routes import audit as audit_routes
 from agora.api.routes import auth as auth_routes
+from agora.api.routes import deployments as deployment_routes
 from agora.api.routes import projects as project_routes
 from agora.api.routes import system as system_routes
 from agora.api.routes import users as user_routes
@@ -83,13 +84,20 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        flusher = asyncio.create_task(_flush_key_usage(runtime))
+        tasks = [asyncio.create_task(_flush_key_usage(runtime))]
+        if settings.orchestrator:
+            from agora.deployments.orchestrator import Orchestrator
+
+            tasks.append(asyncio.create_task(Orchestrator(runtime).run()))
         try:
             yield
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for backend in runtime.backends.values():
+                await backend.close()
             await asyncio.to_thread(runtime.key_usage.flush, runtime.db)
 
     app = FastAPI(
@@ -104,7 +112,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.runtime = runtime
     problems.install(app, on_forbidden=_audit_denied)
-    for module in (auth_routes, user_routes, project_routes, audit_routes, system_routes):
+    for module in (
+        auth_routes,
+        user_routes,
+        project_routes,
+        deployment_routes,
+        audit_routes,
+        system_routes,
+    ):
         app.include_router(module.router, prefix="/api/v1")
 
     from agora.web import oidc, pages

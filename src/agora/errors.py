@@ -5,7 +5,8 @@ AgoraError
  ├── Unauthenticated       401  no or bad credentials
  │    └── TOTPRequired     401  password accepted, a TOTP code is needed
  ├── Forbidden             403  authenticated but not allowed
- │    └── ActionRequired   403  the account must do something first (change password, enrol TOTP)
+ │    ├── ActionRequired   403  the account must do something first (change password, enrol TOTP)
+ │    └── QuotaExceeded    403  the project's quota would be exceeded
  ├── NotFound              404  unknown, or belongs to a project the caller cannot see
  ├── Conflict              409  would break a uniqueness or state rule
  └── TooManyAttempts       429  throttled; carries retry_after seconds
@@ -51,6 +52,11 @@ class Forbidden(AgoraError):
 class ActionRequired(Forbidden):
     code = "action-required"
     title = "Action required on your account"
+
+
+class QuotaExceeded(Forbidden):
+    code = "quota-exceeded"
+    title = "Quota exceeded"
 
 
 class NotFound(AgoraError):

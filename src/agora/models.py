@@ -189,3 +189,130 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, default=0)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class DeploymentState(enum.StrEnum):
+    pending = "pending"
+    submitted = "submitted"
+    starting = "starting"
+    running = "running"
+    stopping = "stopping"
+    stopped = "stopped"
+    failed = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (DeploymentState.stopped, DeploymentState.failed)
+
+
+class Deployment(Base):
+    """A service or batch job started from a template; the orchestrator drives its ``state``
+    towards ``desired``."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(64))
+    template: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))
+    #: Input values without secrets; secrets are kept encrypted in ``secret_inputs``.
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    secret_inputs: Mapped[str | None] = mapped_column(Text)
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_type: Mapped[str | None] = mapped_column(String(32))
+    time_limit_minutes: Mapped[int] = mapped_column(Integer)
+    #: Allowed backends, in the order they are tried.
+    backends: Mapped[list[str]] = mapped_column(JSON)
+    desired: Mapped[str] = mapped_column(String(8), default="running")
+    state: Mapped[DeploymentState] = mapped_column(
+        Enum(DeploymentState, native_enum=False, length=16), index=True
+    )
+    reason: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    #: host:port the service announced; reached only through the platform's proxy.
+    address: Mapped[str | None] = mapped_column(String(255))
+    readiness_path: Mapped[str | None] = mapped_column(String(255))
+    strip_prefix: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Per-deployment token (encrypted): the runtime announces itself with it, and the proxy
+    #: presents it to the service.
+    token: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    state_since: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    project: Mapped[Project] = relationship()
+    owner: Mapped[User | None] = relationship()
+    attempts: Mapped[list[DeploymentAttempt]] = relationship(
+        back_populates="deployment",
+        cascade="all, delete-orphan",
+        order_by="DeploymentAttempt.number",
+    )
+    events: Mapped[list[DeploymentEvent]] = relationship(
+        back_populates="deployment", cascade="all, delete-orphan", order_by="DeploymentEvent.id"
+    )
+
+
+class DeploymentAttempt(Base):
+    """One try on one backend; failover adds the next."""
+
+    __tablename__ = "deployment_attempts"
+    __table_args__ = (UniqueConstraint("deployment_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    backend: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str | None] = mapped_column(String(255))
+    submitted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(Text)
+
+    deployment: Mapped[Deployment] = relationship(back_populates="attempts")
+
+
+class DeploymentEvent(Base):
+    """The timeline shown to people: state changes and what caused them."""
+
+    __tablename__ = "deployment_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    time: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    state: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+
+    deployment: Mapped[Deployment] = relationship(back_populates="events")
+
+
+class ProjectQuota(Base):
+    """Limits on a project's active deployments; None means the platform default."""
+
+    __tablename__ = "project_quotas"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    deployments: Mapped[int | None] = mapped_column(Integer)
+    cpus: Mapped[int | None] = mapped_column(Integer)
+    memory_mb: Mapped[int | None] = mapped_column(Integer)
+    gpus: Mapped[int | None] = mapped_column(Integer)
+
+
+class TemplateGrant(Base):
+    """When a template has grants, only the granted projects may use it."""
+
+    __tablename__ = "template_grants"
+    __table_args__ = (UniqueConstraint("template", "project_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template: Mapped[str] = mapped_column(String(64), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))

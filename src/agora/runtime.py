@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import update
 
 from agora.db import Database
+from agora.deployments.backends import Backend
+from agora.deployments.backends import build as build_backend
+from agora.deployments.templates import LoadProblem, Template, load_all
 from agora.models import ApiKey
 from agora.security import Keyring, configure_password_hashing
 from agora.settings import Settings
@@ -46,6 +50,11 @@ class Runtime:
     db: Database
     keyring: Keyring
     key_usage: KeyUsage = field(default_factory=KeyUsage)
+    templates: dict[str, Template] = field(default_factory=dict)
+    template_problems: list[LoadProblem] = field(default_factory=list)
+    backends: dict[str, Backend] = field(default_factory=dict)
+    #: Set when the orchestrator runs here: asks it for an immediate reconcile.
+    wake: Callable[[], None] = lambda: None
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -55,8 +64,12 @@ class Runtime:
             settings.password_hash_memory_kib,
             settings.password_hash_parallelism,
         )
+        templates, problems = load_all(settings.template_dirs)
         return cls(
             settings=settings,
             db=Database(str(settings.database_url)),
             keyring=Keyring(settings.ensure_secret_key()),
+            templates=templates,
+            template_problems=problems,
+            backends={b.name: build_backend(b, settings) for b in settings.backends},
         )

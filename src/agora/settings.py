@@ -12,7 +12,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 _WEAK_SECRETS = {"", "changeme", "secret", "change-me", "agora"}
@@ -52,6 +60,28 @@ class OIDCSettings(BaseSettings):
         return self.issuer is not None and bool(self.client_id)
 
 
+class BackendConfig(BaseModel):
+    """One place deployments can run: the operator lists them in order of preference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    kind: Literal["local", "slurm"]
+    #: Projects that may use it ("*" for all).
+    projects: list[str] = Field(default_factory=lambda: ["*"])
+    #: Largest single deployment it takes.
+    max_cpus: int = Field(default=64, ge=1)
+    max_memory_mb: int = Field(default=262144, ge=16)
+    max_gpus: int = Field(default=0, ge=0)
+    #: Seconds a deployment may wait to start here before it is tried on the next backend.
+    start_timeout: int = Field(default=600, ge=1)
+    #: Kind-specific settings (slurm: partition, account, qos, ssh_host, …).
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def allows(self, project: str) -> bool:
+        return "*" in self.projects or project in self.projects
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AGORA_", extra="ignore", env_nested_delimiter="__"
@@ -86,6 +116,21 @@ class Settings(BaseSettings):
 
     oidc: OIDCSettings = Field(default_factory=OIDCSettings)
 
+    #: Where deployments may run; the embedded default runs local processes.
+    backends: list[BackendConfig] = Field(
+        default_factory=lambda: [BackendConfig(name="local", kind="local")]
+    )
+    #: Extra template directories (YAML files), after the built-in ones.
+    template_dirs: list[Path] = Field(default_factory=list)
+    #: Run the orchestrator in this process (one per installation holds the lock).
+    orchestrator: bool = True
+    reconcile_interval: float = Field(default=1.0, gt=0, le=60)
+    #: Default per-project limits on active deployments (admins change them per project).
+    quota_deployments: int = Field(default=10, ge=0)
+    quota_cpus: int = Field(default=16, ge=0)
+    quota_memory_mb: int = Field(default=65536, ge=0)
+    quota_gpus: int = Field(default=0, ge=0)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -115,6 +160,24 @@ class Settings(BaseSettings):
             self.public_url = f"http://{self.host}:{self.port}"
         self.public_url = self.public_url.rstrip("/")
         return self
+
+    @field_validator("backends")
+    @classmethod
+    def _unique_backends(cls, value: list[BackendConfig]) -> list[BackendConfig]:
+        names = [b.name for b in value]
+        if len(set(names)) != len(names):
+            raise ValueError("backend names must be unique")
+        return value
+
+    @property
+    def runs_dir(self) -> Path:
+        """Per-deployment working directories (scripts, logs, exit codes)."""
+        return self.data_dir / "runs"
+
+    @property
+    def projects_dir(self) -> Path:
+        """Persistent per-project work directories (notebooks, job outputs)."""
+        return self.data_dir / "projects"
 
     @property
     def is_sqlite(self) -> bool:

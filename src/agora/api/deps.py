@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -48,13 +49,15 @@ def credentials(request: Request) -> tuple[str | None, bool]:
     return (cookie, True) if cookie else (None, False)
 
 
-def open_ctx(request: Request) -> Iterator[Ctx]:
+@contextmanager
+def request_ctx(request: Request, *, authenticate: bool = True) -> Iterator[Ctx]:
+    """A transaction for one request, with the caller authenticated; commits on success."""
     rt = runtime_of(request)
     with rt.db.session(write=request.method not in _SAFE) as db:
         ctx = Ctx(db=db, runtime=rt, client_addr=client_addr(request))
         try:
             token, from_cookie = credentials(request)
-            if token:
+            if token and authenticate:
                 if (
                     from_cookie
                     and request.method not in _SAFE
@@ -68,9 +71,23 @@ def open_ctx(request: Request) -> Iterator[Ctx]:
                 request.state.principal = ctx.principal
             yield ctx
             db.commit()
+            for callback in db.info.pop("after_commit", []):
+                callback()
         except BaseException:
             db.rollback()
             raise
 
 
+def open_ctx(request: Request) -> Iterator[Ctx]:
+    with request_ctx(request) as ctx:
+        yield ctx
+
+
+def open_plain_ctx(request: Request) -> Iterator[Ctx]:
+    """No caller authentication: for endpoints that check a credential of their own."""
+    with request_ctx(request, authenticate=False) as ctx:
+        yield ctx
+
+
 CtxDep = Annotated[Ctx, Depends(open_ctx, scope="function")]
+PlainCtxDep = Annotated[Ctx, Depends(open_plain_ctx, scope="function")]

@@ -245,3 +245,115 @@ class SystemSettings(Strict):
 class SystemSettingsOut(BaseModel):
     require_totp: bool
     users_can_create_projects: bool
+
+
+# --- templates and deployments ----------------------------------------------------------------
+
+
+class TemplateInput(BaseModel):
+    name: str
+    type: str
+    title: str
+    help: str
+    default: Any
+    required: bool
+    min: float | None
+    max: float | None
+    pattern: str | None
+    choices: list[str] | None
+
+
+class TemplatePublic(BaseModel):
+    name: str
+    title: str
+    description: str
+    kind: str
+    inputs: list[TemplateInput]
+
+
+class TemplateGrants(Strict):
+    projects: Annotated[list[Name], Field(max_length=1000)]
+
+
+class DeploymentCreate(Strict):
+    template: Annotated[str, StringConstraints(min_length=1, max_length=64), Plain]
+    name: (
+        Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True), Plain]
+        | None
+    ) = None
+    inputs: Annotated[
+        dict[Annotated[str, StringConstraints(max_length=64)], Any], Field(max_length=64)
+    ] = {}
+    backends: Annotated[list[Name], Field(min_length=1, max_length=16)] | None = None
+
+
+class AttemptPublic(Out):
+    number: int
+    backend: str
+    job_id: str | None
+    submitted_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    error: str | None
+
+
+class EventPublic(Out):
+    time: dt.datetime
+    state: str
+    message: str
+
+
+class DeploymentPublic(BaseModel):
+    id: str
+    project: str
+    owner: str | None
+    name: str
+    template: str
+    kind: str
+    inputs: dict[str, Any]
+    cpus: int
+    memory_mb: int
+    gpus: int
+    gpu_type: str | None
+    time_limit_minutes: int
+    backends: list[str]
+    backend: str | None
+    desired: str
+    state: str
+    reason: str | None
+    exit_code: int | None
+    url: str | None
+    created_at: dt.datetime
+    state_since: dt.datetime
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+
+
+class DeploymentDetail(DeploymentPublic):
+    attempts: list[AttemptPublic]
+    events: list[EventPublic]
+
+
+class Announcement(Strict):
+    host: Annotated[
+        str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9._:\-\[\]]+$")
+    ]
+    port: Annotated[int, Field(ge=1, le=65535)]
+
+
+class Quota(BaseModel):
+    deployments: int
+    cpus: int
+    memory_mb: int
+    gpus: int
+
+
+class QuotaUpdate(Strict):
+    deployments: Annotated[int, Field(ge=0, le=100000)] | None = None
+    cpus: Annotated[int, Field(ge=0, le=10**7)] | None = None
+    memory_mb: Annotated[int, Field(ge=0, le=10**10)] | None = None
+    gpus: Annotated[int, Field(ge=0, le=100000)] | None = None
+
+
+class QuotaOut(BaseModel):
+    limits: Quota
+    in_use: Quota

@@ -98,6 +98,9 @@ class ServiceSpec(BaseModel):
     #: Path (under the service's base URL) probed before the deployment counts as running;
     #: may use inputs, e.g. "{{ readiness_path }}".
     readiness_path: Annotated[str, StringConstraints(pattern=r"^(/\S*|\{\{.*\}\})$")] = "/"
+    #: Forward /d/<id>/<path> as /<path> (for programs that know nothing of a path prefix);
+    #: by default the prefix is kept and the program serves under $AGORA_BASE_URL.
+    strip_prefix: bool = False
     #: Seconds to wait for the service to listen and answer its readiness path.
     start_timeout: int = Field(default=300, ge=5, le=86400)
 

@@ -19,11 +19,19 @@ from agora.runtime import Runtime
 from agora.settings import Settings
 from tests.helpers import Api
 from tests.servers import postgres_server
+from tests.slurm_cluster import SlurmCluster, slurm_cluster
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 ADMIN_KEY = "agora_" + "T" * 43
 
 os.environ.setdefault("PLAYWRIGHT_BROWSERS_PATH", "0")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[SlurmCluster]:
+    """The single-node Slurm test cluster, started once for the whole run."""
+    with slurm_cluster() as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

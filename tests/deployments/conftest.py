@@ -41,8 +41,12 @@ class Platform:
             method, "/api/v1" + path, headers={"Authorization": f"Bearer {token}"}, **kw
         )
 
-    def deploy(self, template: str, project: str = "default", token: str = ADMIN_KEY, **body: Any) -> dict:
-        r = self.api("POST", f"/projects/{project}/deployments", token, json={"template": template, **body})
+    def deploy(
+        self, template: str, project: str = "default", token: str = ADMIN_KEY, **body: Any
+    ) -> dict:
+        r = self.api(
+            "POST", f"/projects/{project}/deployments", token, json={"template": template, **body}
+        )
         assert r.status_code == 201, r.text
         return dict(r.json())
 
@@ -51,7 +55,9 @@ class Platform:
         assert r.status_code == 200, r.text
         return dict(r.json())
 
-    def wait(self, dep_id: str, states: set[str], timeout: float = 60, project: str = "default") -> dict:
+    def wait(
+        self, dep_id: str, states: set[str], timeout: float = 60, project: str = "default"
+    ) -> dict:
         deadline = time.monotonic() + timeout
         while True:
             dep = self.get(dep_id, project)
@@ -67,7 +73,10 @@ class Platform:
 
 def start(tmp_path: Path, database_url: str, port: int, **overrides: Any):  # type: ignore[no-untyped-def]
     settings = make_settings(
-        tmp_path, database_url, public_url=f"http://127.0.0.1:{port}", reconcile_interval=0.2,
+        tmp_path,
+        database_url,
+        public_url=f"http://127.0.0.1:{port}",
+        reconcile_interval=0.2,
         **overrides,
     )
     return settings, agora_server(settings, port)
@@ -94,17 +103,15 @@ def platform_factory(tmp_path: Path, database_url: str) -> Iterator[Callable[...
 
 def _kill_leftovers(tmp_path: Path) -> None:
     """End processes a test left running (their run directories are under tmp_path)."""
+    import contextlib
     import os
     import signal
 
     for pid_file in tmp_path.glob("**/runs/*/pid"):
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
             os.killpg(int(pid_file.read_text()), signal.SIGKILL)
-        except (ProcessLookupError, ValueError, PermissionError):
-            pass
 
 
 @pytest.fixture
 def platform(platform_factory: Callable[..., Platform]) -> Platform:
     return platform_factory()
-

@@ -29,7 +29,9 @@ def test_batch_job_runs_and_keeps_its_output(platform: Platform) -> None:
 
 
 def test_failing_job_says_why(platform: Platform) -> None:
-    dep = platform.deploy("batch", inputs={"command": "echo preparing; echo 'boom: no such file' >&2; exit 3"})
+    dep = platform.deploy(
+        "batch", inputs={"command": "echo preparing; echo 'boom: no such file' >&2; exit 3"}
+    )
     failed = platform.wait(dep["id"], {"failed"})
     assert failed["exit_code"] == 3
     assert failed["reason"].startswith("process exited with code 3; last log lines:")
@@ -50,7 +52,9 @@ def test_service_announces_itself_becomes_ready_and_stops(platform: Platform) ->
 
 def test_cancel_ends_the_whole_process_group(platform: Platform, tmp_path: Path) -> None:
     marker = tmp_path / "child-alive"
-    dep = platform.deploy("batch", inputs={"command": f"(while true; do touch {marker}; sleep 0.2; done) & sleep 600"})
+    dep = platform.deploy(
+        "batch", inputs={"command": f"(while true; do touch {marker}; sleep 0.2; done) & sleep 600"}
+    )
     platform.wait(dep["id"], {"running"})
     time.sleep(0.5)
     assert marker.exists()
@@ -73,14 +77,22 @@ def test_delete_needs_a_stopped_deployment(platform: Platform) -> None:
 
 
 def test_bad_inputs_are_refused_and_nothing_is_submitted(platform: Platform) -> None:
-    r = platform.api("POST", "/projects/default/deployments",
-                     json={"template": "batch", "inputs": {"command": "true", "cpus": 0}})
+    r = platform.api(
+        "POST",
+        "/projects/default/deployments",
+        json={"template": "batch", "inputs": {"command": "true", "cpus": 0}},
+    )
     assert r.status_code == 422
     assert r.json()["detail"] == "cpus: must be at least 1"
-    r = platform.api("POST", "/projects/default/deployments", json={"template": "nope", "inputs": {}})
+    r = platform.api(
+        "POST", "/projects/default/deployments", json={"template": "nope", "inputs": {}}
+    )
     assert r.status_code == 404
-    r = platform.api("POST", "/projects/default/deployments",
-                     json={"template": "batch", "inputs": {"command": "true"}, "backends": ["mars"]})
+    r = platform.api(
+        "POST",
+        "/projects/default/deployments",
+        json={"template": "batch", "inputs": {"command": "true"}, "backends": ["mars"]},
+    )
     assert r.status_code == 422 and "no backend 'mars'" in r.json()["detail"]
     assert platform.api("GET", "/projects/default/deployments").json() == []
 
@@ -90,8 +102,11 @@ def test_quota_refusal_names_limit_and_use(platform: Platform) -> None:
     assert r.status_code == 200 and r.json()["limits"]["cpus"] == 3
     first = platform.deploy("batch", inputs={"command": "sleep 600", "cpus": 2})
     platform.wait(first["id"], {"running"})
-    r = platform.api("POST", "/projects/default/deployments",
-                     json={"template": "batch", "inputs": {"command": "true", "cpus": 2}})
+    r = platform.api(
+        "POST",
+        "/projects/default/deployments",
+        json={"template": "batch", "inputs": {"command": "true", "cpus": 2}},
+    )
     assert r.status_code == 403
     assert r.json()["detail"] == (
         "Project 'default' may use 3 CPUs; 2 in use by active deployments, and this needs 2 more"
@@ -102,19 +117,25 @@ def test_quota_refusal_names_limit_and_use(platform: Platform) -> None:
 
 def test_wrong_announcement_token_is_refused(platform: Platform) -> None:
     dep = platform.deploy("batch", inputs={"command": "sleep 600"})
-    r = platform.http.post(f"/api/v1/deployments/{dep['id']}/announce",
-                           json={"host": "127.0.0.1", "port": 9}, headers={"Authorization": "Bearer forged"})
+    r = platform.http.post(
+        f"/api/v1/deployments/{dep['id']}/announce",
+        json={"host": "127.0.0.1", "port": 9},
+        headers={"Authorization": "Bearer forged"},
+    )
     assert r.status_code == 401
 
 
 def test_failover_to_the_next_backend_keeps_every_attempt(platform_factory) -> None:  # type: ignore[no-untyped-def]
     from agora.settings import BackendConfig
 
-    platform = platform_factory(quota_gpus=1, backends=[
-        # Claims a GPU in its limits, but the machine behind it has none: it refuses at submit.
-        BackendConfig(name="gpu-box", kind="local", max_gpus=1, options={"gpus": 0}),
-        BackendConfig(name="fallback", kind="local", max_gpus=1, options={"gpus": 1}),
-    ])
+    platform = platform_factory(
+        quota_gpus=1,
+        backends=[
+            # Claims a GPU in its limits, but the machine behind it has none: it refuses at submit.
+            BackendConfig(name="gpu-box", kind="local", max_gpus=1, options={"gpus": 0}),
+            BackendConfig(name="fallback", kind="local", max_gpus=1, options={"gpus": 1}),
+        ],
+    )
     dep = platform.deploy("batch", inputs={"command": "echo ran", "gpus": 1})
     done = platform.wait(dep["id"], {"stopped"})
     a, b = done["attempts"]
@@ -127,7 +148,9 @@ def test_failover_to_the_next_backend_keeps_every_attempt(platform_factory) -> N
 def test_control_plane_restart_adopts_running_work(platform_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     first = platform_factory()
     flag = tmp_path / "finish"
-    survivor = first.deploy("batch", inputs={"command": f"while [ ! -e {flag} ]; do sleep 0.1; done; echo survived"})
+    survivor = first.deploy(
+        "batch", inputs={"command": f"while [ ! -e {flag} ]; do sleep 0.1; done; echo survived"}
+    )
     victim = first.deploy("batch", inputs={"command": "sleep 600"})
     service = first.deploy("http-service", inputs={"command": SERVE})
     for d in (survivor, victim):
@@ -151,24 +174,51 @@ def test_other_project_cannot_see_deployments(platform: Platform) -> None:
     platform.api("POST", "/users", json={"username": "eve", "password": "correct-horse-battery"})
     platform.api("POST", "/projects", json={"name": "evil"})
     platform.api("POST", "/projects/evil/members", json={"username": "eve", "role": "owner"})
-    token = platform.http.post("/api/v1/auth/login", json={"username": "eve", "password": "correct-horse-battery"}).json()["token"]
+    token = platform.http.post(
+        "/api/v1/auth/login", json={"username": "eve", "password": "correct-horse-battery"}
+    ).json()["token"]
     dep = platform.deploy("batch", inputs={"command": "sleep 600"})
-    assert platform.api("GET", f"/projects/default/deployments/{dep['id']}", token).status_code == 404
+    assert (
+        platform.api("GET", f"/projects/default/deployments/{dep['id']}", token).status_code == 404
+    )
     assert platform.api("GET", f"/projects/evil/deployments/{dep['id']}", token).status_code == 404
-    assert platform.api("POST", f"/projects/default/deployments/{dep['id']}/stop", token).status_code == 404
-    assert platform.api("GET", f"/projects/default/deployments/{dep['id']}/logs", token).status_code == 404
+    assert (
+        platform.api("POST", f"/projects/default/deployments/{dep['id']}/stop", token).status_code
+        == 404
+    )
+    assert (
+        platform.api("GET", f"/projects/default/deployments/{dep['id']}/logs", token).status_code
+        == 404
+    )
 
 
 def test_logs_follow_streams_until_the_end(platform: Platform) -> None:
-    dep = platform.deploy("batch", inputs={"command": "for i in 1 2 3; do echo line $i; sleep 0.5; done"})
+    dep = platform.deploy(
+        "batch", inputs={"command": "for i in 1 2 3; do echo line $i; sleep 0.5; done"}
+    )
     platform.wait(dep["id"], {"running", "stopped"})
-    with platform.http.stream("GET", f"/api/v1/projects/default/deployments/{dep['id']}/logs",
-                              params={"follow": "true"}, headers={"Authorization": f"Bearer {__import__('tests.conftest', fromlist=['ADMIN_KEY']).ADMIN_KEY}"}) as r:
+    with platform.http.stream(
+        "GET",
+        f"/api/v1/projects/default/deployments/{dep['id']}/logs",
+        params={"follow": "true"},
+        headers={
+            "Authorization": f"Bearer {__import__('tests.conftest', fromlist=['ADMIN_KEY']).ADMIN_KEY}"
+        },
+    ) as r:
         text = "".join(r.iter_text())
-    assert [line for line in text.splitlines() if line.startswith("line")] == ["line 1", "line 2", "line 3"]
+    assert [line for line in text.splitlines() if line.startswith("line")] == [
+        "line 1",
+        "line 2",
+        "line 3",
+    ]
 
 
 def test_http_client_sees_problem_json(platform: Platform) -> None:
-    r = httpx.get(platform.url + "/api/v1/projects/default/deployments/nonexistent",
-                  headers={"Authorization": "Bearer " + __import__("tests.conftest", fromlist=["ADMIN_KEY"]).ADMIN_KEY})
+    r = httpx.get(
+        platform.url + "/api/v1/projects/default/deployments/nonexistent",
+        headers={
+            "Authorization": "Bearer "
+            + __import__("tests.conftest", fromlist=["ADMIN_KEY"]).ADMIN_KEY
+        },
+    )
     assert r.status_code == 404

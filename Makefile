@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run install test test-deps lint clean
+.PHONY: run install test test-deps lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test-deps:
 
 test: install test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks compare Agora with the direct path in one run; figures go to docs/benchmarks.md.
+bench: install test-deps
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import fcntl
 import json
 import logging
@@ -104,11 +105,15 @@ class Orchestrator:
         snapshots = await asyncio.to_thread(self._load)
         statuses = await self._poll(snapshots)
         now = utcnow()
+        changed = False
         for snap in snapshots:
             status = statuses.get((snap.backend, snap.job_id)) if snap.job_id else None
             step = decide(snap, status, now)
             if step != Step():
                 await self._apply(snap, step)
+                changed = changed or step.state is not None or step.submit
+        if changed:
+            self._event.set()  # one change often enables the next: look again at once
 
     def _load(self) -> list[Snapshot]:
         with self.rt.db.session() as db:
@@ -214,15 +219,18 @@ class Orchestrator:
         if prepared is None:
             return
         backend, spec, number = prepared
+        at = utcnow()
         try:
             job_id = await backend.submit(spec)
         except BackendError as exc:
             await asyncio.to_thread(
-                self._record_attempt, dep_id, number, backend.name, None, str(exc)
+                self._record_attempt, dep_id, number, backend.name, None, str(exc), at
             )
             await self._submit(dep_id)  # the next backend, or failure
             return
-        await asyncio.to_thread(self._record_attempt, dep_id, number, backend.name, job_id, None)
+        await asyncio.to_thread(
+            self._record_attempt, dep_id, number, backend.name, job_id, None, at
+        )
 
     def _prepare(self, dep_id: str) -> tuple[Backend, JobSpec, int] | None:
         with self.rt.db.session(write=True) as db:
@@ -290,7 +298,13 @@ class Orchestrator:
         )
 
     def _record_attempt(
-        self, dep_id: str, number: int, backend: str, job_id: str | None, error: str | None
+        self,
+        dep_id: str,
+        number: int,
+        backend: str,
+        job_id: str | None,
+        error: str | None,
+        submitted_at: dt.datetime,
     ) -> None:
         with self.rt.db.session(write=True) as db:
             dep = db.get(Deployment, dep_id)
@@ -303,7 +317,7 @@ class Orchestrator:
                     number=number,
                     backend=backend,
                     job_id=job_id,
-                    submitted_at=now,
+                    submitted_at=submitted_at,
                     ended_at=now if error else None,
                     error=error,
                 )

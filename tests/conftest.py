@@ -18,7 +18,7 @@ from agora.migrations import upgrade
 from agora.runtime import Runtime
 from agora.settings import Settings
 from tests.helpers import Api
-from tests.servers import postgres_server
+from tests.servers import kill_runs, postgres_server
 from tests.slurm_cluster import SlurmCluster, slurm_cluster
 
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -85,6 +85,7 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
     upgrade(rt.db)
     yield rt
     rt.db.dispose()
+    kill_runs(settings.data_dir)
 
 
 @pytest.fixture

@@ -34,6 +34,9 @@ class Api:
     def patch(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
         return self.client.patch("/api/v1" + path, headers=self._h(), json=json, **kw)
 
+    def put(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
+        return self.client.put("/api/v1" + path, headers=self._h(), json=json, **kw)
+
     def delete(self, path: str, **kw: Any) -> httpx.Response:
         return self.client.delete("/api/v1" + path, headers=self._h(), **kw)
 

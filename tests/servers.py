@@ -146,3 +146,12 @@ def agora_server(settings, port: int):  # type: ignore[no-untyped-def]
         server.should_exit = True
         thread.join(timeout=30)
         runtime.db.dispose()
+
+
+def kill_runs(root: Path) -> None:
+    """End deployment processes a test left running (run directories under ``root``)."""
+    import signal
+
+    for pid_file in root.glob("**/runs/*/pid"):
+        with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)

@@ -51,6 +51,16 @@ def _member_key(w: World, project: str) -> int:
     return int(r.json()["id"])
 
 
+def _member_deployment(w: World, project: str) -> str:
+    api = w.api.as_(w.tokens["member"])
+    r = api.post(
+        f"/projects/{project}/deployments",
+        {"template": "batch", "inputs": {"command": "sleep 30"}},
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
 # (name, call, expected status per role: anonymous, viewer, member, owner, other_owner, admin)
 CASES: list[tuple[str, Call, tuple[int, ...]]] = [
     ("list projects", lambda a, p, w: a.get("/projects"), (401, 200, 200, 200, 200, 200)),
@@ -134,6 +144,51 @@ CASES: list[tuple[str, Call, tuple[int, ...]]] = [
         (401, 403, 403, 403, 403, 200),
     ),
     ("who am I", lambda a, p, w: a.get("/me"), (401, 200, 200, 200, 200, 200)),
+    # --- deployments (issue 3) ---
+    ("list templates", lambda a, p, w: a.get("/templates"), (401, 200, 200, 200, 200, 200)),
+    (
+        "project templates",
+        lambda a, p, w: a.get(f"/projects/{p}/templates"),
+        (401, 200, 200, 200, 404, 200),
+    ),
+    (
+        "list deployments",
+        lambda a, p, w: a.get(f"/projects/{p}/deployments"),
+        (401, 200, 200, 200, 404, 200),
+    ),
+    (
+        "launch",
+        lambda a, p, w: a.post(
+            f"/projects/{p}/deployments", {"template": "batch", "inputs": {"command": "true"}}
+        ),
+        (401, 403, 201, 201, 404, 201),
+    ),
+    (
+        "read another's deployment",
+        lambda a, p, w: a.get(f"/projects/{p}/deployments/{_member_deployment(w, p)}"),
+        (401, 200, 200, 200, 404, 200),
+    ),
+    (
+        "stop another's deployment",
+        lambda a, p, w: a.post(f"/projects/{p}/deployments/{_member_deployment(w, p)}/stop"),
+        (401, 403, 200, 200, 404, 200),  # the member stopping their own: allowed
+    ),
+    (
+        "logs of a deployment",
+        lambda a, p, w: a.get(f"/projects/{p}/deployments/{_member_deployment(w, p)}/logs"),
+        (401, 200, 200, 200, 404, 200),
+    ),
+    ("read quota", lambda a, p, w: a.get(f"/projects/{p}/quota"), (401, 200, 200, 200, 404, 200)),
+    (
+        "change quota",
+        lambda a, p, w: a.patch(f"/projects/{p}/quota", {"cpus": 4}),
+        (401, 403, 403, 403, 403, 200),
+    ),
+    (
+        "limit a template",
+        lambda a, p, w: a.put("/templates/batch/projects", {"projects": [p]}),
+        (401, 403, 403, 403, 403, 200),
+    ),
 ]
 
 

@@ -14,7 +14,7 @@ import pytest
 from agora.runtime import Runtime
 from agora.settings import Settings
 from tests.conftest import ADMIN_KEY, make_settings
-from tests.servers import agora_server, free_port
+from tests.servers import agora_server, free_port, kill_runs
 
 TERMINAL = {"stopped", "failed"}
 
@@ -98,20 +98,4 @@ def platform_factory(tmp_path: Path, database_url: str) -> Iterator[Callable[...
     yield launch
     for p in launched:
         p.shutdown()
-    _kill_leftovers(tmp_path)
-
-
-def _kill_leftovers(tmp_path: Path) -> None:
-    """End processes a test left running (their run directories are under tmp_path)."""
-    import contextlib
-    import os
-    import signal
-
-    for pid_file in tmp_path.glob("**/runs/*/pid"):
-        with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
-            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
-
-
-@pytest.fixture
-def platform(platform_factory: Callable[..., Platform]) -> Platform:
-    return platform_factory()
+    kill_runs(tmp_path)

@@ -164,3 +164,27 @@ def test_builtin_batch_runs_the_command_verbatim(tmp_path: Path) -> None:
         env={"AGORA_PROJECT_DIR": str(tmp_path / "w"), "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == "X2"
+
+
+def test_admins_see_template_files_that_did_not_load(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from agora.app import create_app
+    from agora.bootstrap import bootstrap
+    from agora.runtime import Runtime
+    from tests.conftest import ADMIN_KEY, make_settings
+
+    extra = tmp_path / "templates"
+    extra.mkdir()
+    (extra / "bad.yaml").write_text("name: Bad Name\ntitle: x\nkind: job\ncommand: true\n")
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path}/a.db", template_dirs=[extra])
+    runtime = Runtime.create(settings)
+    app = create_app(runtime=runtime)
+    bootstrap(runtime)
+    with TestClient(app) as client:
+        r = client.get("/api/v1/system/template-problems", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert r.status_code == 200
+        [problem] = r.json()
+        assert problem["source"].endswith("bad.yaml") and "name" in problem["problem"]
+        assert "batch" in {t["name"] for t in client.get("/api/v1/templates", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()}
+    runtime.db.dispose()

@@ -20,6 +20,13 @@ def health(ctx: CtxDep) -> dict[str, Any]:
     return {"status": "ok", "version": __version__}
 
 
+@router.get("/system/template-problems")
+def template_problems(ctx: CtxDep) -> list[dict[str, str]]:
+    """Template files that did not load, each with its problem (administrators)."""
+    access.require_admin(ctx)
+    return [{"source": p.source, "problem": p.message} for p in ctx.runtime.template_problems]
+
+
 @router.get("/system/settings", response_model=schemas.SystemSettingsOut)
 def get_settings(ctx: CtxDep) -> dict[str, Any]:
     access.require_admin(ctx)

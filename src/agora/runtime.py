@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import update
 
@@ -13,15 +14,17 @@ from agora.db import Database
 from agora.deployments.backends import Backend
 from agora.deployments.backends import build as build_backend
 from agora.deployments.templates import LoadProblem, Template, load_all
-from agora.models import ApiKey
+from agora.models import ApiKey, AuthSession
 from agora.security import Keyring, configure_password_hashing
 from agora.settings import Settings
 
 
-class KeyUsage:
-    """Remembers when each API key was last used and writes it in batches, not per request."""
+class LastUsed:
+    """Remembers when each credential (API key, session) was last used and writes it in
+    batches, not per request: reads stay reads, and the hot path makes no database write."""
 
-    def __init__(self) -> None:
+    def __init__(self, column: Any) -> None:
+        self._column = column
         self._pending: dict[int, dt.datetime] = {}
         self._lock = threading.Lock()
 
@@ -34,9 +37,12 @@ class KeyUsage:
             pending, self._pending = self._pending, {}
         if not pending:
             return 0
+        table = self._column.class_
         with db.transaction() as session:
-            for key_id, when in pending.items():
-                session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+            for row_id, when in pending.items():
+                session.execute(
+                    update(table).where(table.id == row_id).values({self._column.key: when})
+                )
         return len(pending)
 
     def peek(self, key_id: int) -> dt.datetime | None:
@@ -49,7 +55,8 @@ class Runtime:
     settings: Settings
     db: Database
     keyring: Keyring
-    key_usage: KeyUsage = field(default_factory=KeyUsage)
+    key_usage: LastUsed = field(default_factory=lambda: LastUsed(ApiKey.last_used_at))
+    session_usage: LastUsed = field(default_factory=lambda: LastUsed(AuthSession.last_seen_at))
     templates: dict[str, Template] = field(default_factory=dict)
     template_problems: list[LoadProblem] = field(default_factory=list)
     backends: dict[str, Backend] = field(default_factory=dict)

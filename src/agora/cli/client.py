@@ -7,6 +7,7 @@ Transport failures (refused, timed out, not HTTP) become a plain CliError naming
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -98,6 +99,30 @@ class Api:
                 f"unexpected answer from {self.url} (HTTP {response.status_code}, "
                 f"{_content_type(response)}, not JSON): is this an Agora server?"
             ) from exc
+
+    def text(self, path: str, params: dict[str, Any]) -> str:
+        """A text/plain answer (logs) in one piece."""
+        try:
+            response = self._http.get(path, params=params, headers={"Accept": "text/plain"})
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot talk to Agora at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise self._error(response, path)
+        return response.text
+
+    def stream_text(self, path: str, params: dict[str, Any]) -> Iterator[str]:
+        """A text/plain answer as it comes (logs -f); no read timeout: quiet jobs print little."""
+        timeout = httpx.Timeout(self.timeout, read=None)
+        try:
+            with self._http.stream(
+                "GET", path, params=params, headers={"Accept": "text/plain"}, timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._error(response, path)
+                yield from response.iter_text()
+        except httpx.HTTPError as exc:
+            raise CliError(f"the stream from {self.url} broke off: {exc}") from exc
 
     def _error(self, response: httpx.Response, path: str) -> CliError:
         status = response.status_code

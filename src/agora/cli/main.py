@@ -17,9 +17,12 @@ from agora.cli import config, console, session
 from agora.cli.audit import audit
 from agora.cli.config_cmd import config_app
 from agora.cli.console import CliError
+from agora.cli.deployments import deploy, logs, ps, rm, stop
 from agora.cli.keys import keys
 from agora.cli.projects import members, projects
+from agora.cli.quota import quota
 from agora.cli.server import up
+from agora.cli.templates import templates
 from agora.cli.users import users
 
 
@@ -73,6 +76,13 @@ app.add_typer(keys, name="keys", help="API keys of a project: list, create, revo
 app.add_typer(users, name="users", help="User accounts (administrators).")
 app.add_typer(audit, name="audit", help="The audit trail: list entries, verify the chain.")
 app.add_typer(config_app, name="config", help="Show the CLI's and the server's settings.")
+app.add_typer(templates, name="templates", help="Deployment templates: list, show.")
+app.command("deploy", help="Launch a deployment from a template.")(deploy)
+app.command("ps", help="List a project's deployments.")(ps)
+app.command("logs", help="Print (or follow) a deployment's output.")(logs)
+app.command("stop", help="Stop a deployment.")(stop)
+app.command("rm", help="Delete an ended deployment.")(rm)
+app.add_typer(quota, name="quota", help="A project's deployment quota: show, set.")
 
 
 def main() -> None:

@@ -222,8 +222,7 @@ def _from_session(ctx: Ctx, token: str) -> Principal:
     user = session.user
     if user.disabled:
         raise Unauthenticated("This account is disabled")
-    if (now - session.last_seen_at) > dt.timedelta(minutes=5):
-        session.last_seen_at = now
+    ctx.runtime.session_usage.touch(session.id, now)
     return Principal(
         user_id=user.id,
         username=user.username,

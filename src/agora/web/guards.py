@@ -76,7 +76,7 @@ def login_url(request: Request) -> str:
 def optional_session(request: Request) -> Iterator[Ctx]:
     """A transaction for the sign-in pages: the caller may or may not be signed in."""
     runtime = runtime_of(request)
-    with runtime.db.session() as db:
+    with runtime.db.session(write=request.method not in _SAFE) as db:
         ctx = Ctx(db=db, runtime=runtime, client_addr=client_addr(request))
         try:
             token = request.cookies.get(SESSION_COOKIE)

@@ -10,6 +10,7 @@ from agora.web import (
     routes_account,
     routes_admin,
     routes_auth,
+    routes_deployments,
     routes_keys,
     routes_projects,
 )
@@ -20,6 +21,13 @@ def install(app: FastAPI) -> None:
     """Mount the pages, their static files and the HTML error pages (after the API's handlers)."""
     app.state.web_templates = make_templates()
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for module in (routes_auth, routes_account, routes_projects, routes_keys, routes_admin):
+    for module in (
+        routes_auth,
+        routes_account,
+        routes_projects,
+        routes_keys,
+        routes_deployments,
+        routes_admin,
+    ):
         app.include_router(module.router)
     errors.install(app)

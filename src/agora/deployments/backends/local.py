@@ -21,12 +21,15 @@ def tail(path: Path, max_bytes: int) -> str:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
+            start = max(0, size - max_bytes - 1)  # one byte more: was the cut at a line start?
+            fh.seek(start)
             data = fh.read()
     except FileNotFoundError:
         return ""
-    if size > max_bytes:  # drop the partial first line
-        data = data.split(b"\n", 1)[-1]
+    if start > 0:
+        before, data = data[:1], data[1:]
+        if before != b"\n":  # drop the partial first line
+            data = data.split(b"\n", 1)[-1] if b"\n" in data else b""
     return data.decode("utf-8", errors="replace")
 
 

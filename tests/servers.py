@@ -154,4 +154,10 @@ def kill_runs(root: Path) -> None:
 
     for pid_file in root.glob("**/runs/*/pid"):
         with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
-            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+            pid = int(pid_file.read_text())
+            try:
+                if pid_file.parent.name.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    continue  # the pid now belongs to another process
+            except OSError:
+                pass  # the leader is gone; its group id cannot be reused while members live
+            os.killpg(pid, signal.SIGKILL)

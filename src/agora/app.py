@@ -46,6 +46,10 @@ class BodyLimit:
             detail = "The URL must not contain NUL characters (%00)"
             await problems.problem(400, detail)(scope, receive, send)
             return
+        if scope["path"].startswith("/d/"):
+            # The access proxy streams bodies on to the service, which sets its own limits.
+            await self.app(scope, receive, send)
+            return
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         too_big = f"The request body is larger than {self.max_bytes} bytes"
@@ -81,6 +85,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     settings = settings or (runtime.settings if runtime else Settings())
     runtime = runtime or Runtime.create(settings)
     upgrade(runtime.db)
+    for problem in runtime.template_problems:
+        log.warning("template not loaded: %s", problem.message)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -99,6 +105,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             for backend in runtime.backends.values():
                 await backend.close()
             await asyncio.to_thread(runtime.key_usage.flush, runtime.db)
+            await asyncio.to_thread(runtime.session_usage.flush, runtime.db)
 
     app = FastAPI(
         title="Agora",
@@ -122,10 +129,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     ):
         app.include_router(module.router, prefix="/api/v1")
 
+    from agora.deployments import proxy
     from agora.web import oidc, pages
 
     pages.install(app)
     oidc.install(app)
+    proxy.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 
@@ -135,6 +144,7 @@ async def _flush_key_usage(runtime: Runtime) -> None:
         await asyncio.sleep(runtime.settings.key_last_used_flush_seconds)
         try:
             await asyncio.to_thread(runtime.key_usage.flush, runtime.db)
+            await asyncio.to_thread(runtime.session_usage.flush, runtime.db)
         except Exception:  # keep flushing later; the database may be briefly unavailable
             log.exception("could not record API key usage")
 

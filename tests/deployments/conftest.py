@@ -99,3 +99,8 @@ def platform_factory(tmp_path: Path, database_url: str) -> Iterator[Callable[...
     for p in launched:
         p.shutdown()
     kill_runs(tmp_path)
+
+
+@pytest.fixture
+def platform(platform_factory: Callable[..., Platform]) -> Platform:
+    return platform_factory()

@@ -16,14 +16,24 @@ from typing import Any
 def _job(run_dir: Path, script: str, **job: Any) -> None:
     run_dir.mkdir()
     (run_dir / "script.sh").write_text(script)
-    base = {"kind": "job", "env": {}, "announce_url": None, "token": None, "bind_host": "127.0.0.1",
-            "announce_host": "127.0.0.1", "cpus": 1, "memory_limit_mb": 0, "time_limit_seconds": None}
+    base = {
+        "kind": "job",
+        "env": {},
+        "announce_url": None,
+        "token": None,
+        "bind_host": "127.0.0.1",
+        "announce_host": "127.0.0.1",
+        "cpus": 1,
+        "memory_limit_mb": 0,
+        "time_limit_seconds": None,
+    }
     (run_dir / "job.json").write_text(json.dumps({**base, **job}))
 
 
 def _run(run_dir: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "agora.deployments.runner", str(run_dir)],
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "agora.deployments.runner", str(run_dir)], start_new_session=True
+    )
 
 
 def _exit(run_dir: Path) -> dict[str, Any]:
@@ -32,7 +42,11 @@ def _exit(run_dir: Path) -> dict[str, Any]:
 
 def test_time_limit_ends_the_job_cleanly(tmp_path: Path) -> None:
     run = tmp_path / "r"
-    _job(run, "trap 'echo got TERM; exit 0' TERM; echo started; sleep 30 & wait", time_limit_seconds=1)
+    _job(
+        run,
+        "trap 'echo got TERM; exit 0' TERM; echo started; sleep 30 & wait",
+        time_limit_seconds=1,
+    )
     started = time.monotonic()
     assert _run(run).wait(timeout=20) == 0
     assert time.monotonic() - started < 10
@@ -77,8 +91,13 @@ def test_service_gets_a_port_and_announces_it(tmp_path: Path) -> None:
     control = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=control.serve_forever, daemon=True).start()
     run = tmp_path / "s"
-    _job(run, f"exec {sys.executable} -m http.server $PORT --bind $AGORA_BIND_HOST", kind="service",
-         announce_url=f"http://127.0.0.1:{control.server_port}/announce", token="tok")
+    _job(
+        run,
+        f"exec {sys.executable} -m http.server $PORT --bind $AGORA_BIND_HOST",
+        kind="service",
+        announce_url=f"http://127.0.0.1:{control.server_port}/announce",
+        token="tok",
+    )
     proc = _run(run)
     try:
         deadline = time.monotonic() + 20

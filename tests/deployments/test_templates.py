@@ -182,9 +182,16 @@ def test_admins_see_template_files_that_did_not_load(tmp_path: Path) -> None:
     app = create_app(runtime=runtime)
     bootstrap(runtime)
     with TestClient(app) as client:
-        r = client.get("/api/v1/system/template-problems", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        r = client.get(
+            "/api/v1/system/template-problems", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        )
         assert r.status_code == 200
         [problem] = r.json()
         assert problem["source"].endswith("bad.yaml") and "name" in problem["problem"]
-        assert "batch" in {t["name"] for t in client.get("/api/v1/templates", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()}
+        assert "batch" in {
+            t["name"]
+            for t in client.get(
+                "/api/v1/templates", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+            ).json()
+        }
     runtime.db.dispose()

@@ -51,3 +51,7 @@ def live_server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
         server.should_exit = True
         thread.join(timeout=15)
         runtime.db.dispose()
+
+
+# The running platform (uvicorn + orchestrator) of the deployment tests, for the deployment pages.
+from tests.deployments.conftest import platform, platform_factory  # noqa: E402, F401

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from agora.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, make_settings
-from tests.deployments.conftest import Platform, platform_factory  # noqa: F401
+from tests.deployments.conftest import Platform
 from tests.helpers import PASSWORD, Api
 from tests.web.helpers import HTML, csrf, sign_in, submit, text_of
 
@@ -259,12 +259,6 @@ def browser() -> Iterator[Browser]:
         )
         yield chromium
         chromium.close()
-
-
-@pytest.fixture
-def platform(platform_factory: Callable[..., Platform]) -> Platform:  # noqa: F811
-    """A running Agora with its orchestrator (uvicorn on a free port)."""
-    return platform_factory()
 
 
 @pytest.fixture

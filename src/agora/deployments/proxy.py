@@ -48,10 +48,12 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-#: Request headers the proxy sets itself, or that carry Agora's credentials.
+#: Request headers the proxy sets itself, that carry Agora's credentials, or that the Agora
+#: server has already answered (``Expect: 100-continue``).
 _REPLACED = frozenset(
     {
         "authorization",
+        "expect",
         "x-csrf-token",
         "x-forwarded-for",
         "x-forwarded-proto",
@@ -59,6 +61,8 @@ _REPLACED = frozenset(
         "x-forwarded-prefix",
     }
 )
+#: Response headers the Agora server writes itself (uvicorn would send them twice).
+_OURS = frozenset({b"date", b"server"})
 _COMING_UP = (DeploymentState.pending, DeploymentState.submitted, DeploymentState.starting)
 
 
@@ -240,7 +244,7 @@ def response_headers(
     out = []
     for name, value in headers:
         lower = name.lower()
-        if lower in connection_named or lower.decode("latin-1") in HOP_BY_HOP:
+        if lower in connection_named or lower in _OURS or lower.decode("latin-1") in HOP_BY_HOP:
             continue
         if lower == b"set-cookie" and _is_agora_cookie(value):
             continue

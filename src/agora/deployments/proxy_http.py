@@ -145,12 +145,13 @@ def install(app: FastAPI) -> None:
 
     @contextlib.asynccontextmanager
     async def lifespan(owner: Any) -> AsyncIterator[Any]:
-        app.state.proxy_client = new_client()
+        client = app.state.proxy_client = new_client()
         try:
             async with inner(owner) as state:
                 yield state
         finally:
-            client, app.state.proxy_client = app.state.proxy_client, None
+            if getattr(app.state, "proxy_client", None) is client:
+                app.state.proxy_client = None
             await client.aclose()
 
     app.router.lifespan_context = lifespan

@@ -53,6 +53,7 @@ def announce(job: dict[str, Any], host: str, port: int, child: subprocess.Popen[
     """Wait until the service accepts connections, then tell the control plane where it is."""
     import urllib.error  # imported here: 75 ms that would otherwise delay the service's start
     import urllib.request
+
     probe_host = "127.0.0.1" if job["bind_host"] in ("0.0.0.0", "") else job["bind_host"]  # noqa: S104
     while child.poll() is None:
         try:

@@ -9,7 +9,10 @@ AgoraError
  │    └── QuotaExceeded    403  the project's quota would be exceeded
  ├── NotFound              404  unknown, or belongs to a project the caller cannot see
  ├── Conflict              409  would break a uniqueness or state rule
- └── TooManyAttempts       429  throttled; carries retry_after seconds
+ ├── TooManyAttempts       429  throttled; carries retry_after seconds
+ ├── BadGateway            502  a deployment's service did not answer
+ ├── ServiceUnavailable    503  a deployment is not serving (yet)
+ └── GatewayTimeout        504  a deployment's service answered too slowly
 """
 
 from __future__ import annotations
@@ -79,3 +82,21 @@ class TooManyAttempts(AgoraError):
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail, retry_after=retry_after)
         self.retry_after = retry_after
+
+
+class ServiceUnavailable(AgoraError):
+    status = 503
+    code = "service-unavailable"
+    title = "Service unavailable"
+
+
+class BadGateway(AgoraError):
+    status = 502
+    code = "bad-gateway"
+    title = "The service did not answer"
+
+
+class GatewayTimeout(AgoraError):
+    status = 504
+    code = "gateway-timeout"
+    title = "The service answered too slowly"

@@ -238,3 +238,24 @@ def test_rendered_batch_script(tmp_path: Path) -> None:
 )
 def test_exit_codes_read_like_a_shell(value: str, code: int | None) -> None:
     assert parse_exit(value) == code
+
+
+def test_jupyterlab_on_slurm_runs_a_cell_through_the_proxy(hpc: Platform) -> None:
+    from websockets.asyncio.client import connect
+
+    from tests.deployments.test_jupyterlab import KEY, execute, ws_url
+
+    dep = hpc.deploy("jupyterlab")
+    lab = hpc.wait(dep["id"], {"running"}, timeout=120)["id"]
+    r = hpc.http.post(f"/d/{lab}/api/kernels", headers=KEY, json={"name": "python3"})
+    assert r.status_code == 201, r.text
+    kernel = r.json()["id"]
+
+    async def talk() -> str:
+        url = ws_url(hpc, f"/d/{lab}/api/kernels/{kernel}/channels")
+        async with connect(url, additional_headers=KEY, max_size=None) as ws:
+            return await execute(ws, "import os; print(6*7, os.environ['SLURM_JOB_ID'] != '')")
+
+    assert asyncio.run(talk()) == "42 True\n"
+    hpc.api("POST", f"/projects/default/deployments/{lab}/stop")
+    hpc.wait(lab, {"stopped"}, timeout=60)

@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from starlette.requests import HTTPConnection
 
 from agora.api.deps import SESSION_COOKIE
-from agora.errors import AgoraError, Forbidden, NotFound
+from agora.errors import Forbidden, NotFound, ServiceUnavailable
 from agora.models import Deployment, DeploymentState, Role
 from agora.runtime import Runtime
 from agora.security import API_KEY_PREFIX, SESSION_PREFIX
@@ -64,24 +64,6 @@ _REPLACED = frozenset(
 #: Response headers the Agora server writes itself (uvicorn would send them twice).
 _OURS = frozenset({b"date", b"server"})
 _COMING_UP = (DeploymentState.pending, DeploymentState.submitted, DeploymentState.starting)
-
-
-class ServiceUnavailable(AgoraError):
-    status = 503
-    code = "service-unavailable"
-    title = "Service unavailable"
-
-
-class BadGateway(AgoraError):
-    status = 502
-    code = "bad-gateway"
-    title = "The service did not answer"
-
-
-class GatewayTimeout(AgoraError):
-    status = 504
-    code = "gateway-timeout"
-    title = "The service answered too slowly"
 
 
 @dataclass(frozen=True)

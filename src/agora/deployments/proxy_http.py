@@ -17,13 +17,12 @@ from starlette.types import Receive, Scope, Send
 
 from agora.deployments.proxy import (
     PREFIX,
-    BadGateway,
-    GatewayTimeout,
     Target,
     resolve,
     response_headers,
     upstream_headers,
 )
+from agora.errors import BadGateway, GatewayTimeout
 
 log = logging.getLogger("agora.proxy")
 CONNECT_TIMEOUT = 10.0

@@ -16,13 +16,11 @@ from websockets.typing import Subprotocol
 from agora.api import problems
 from agora.deployments.proxy import (
     PREFIX,
-    BadGateway,
-    GatewayTimeout,
     Target,
     resolve,
     upstream_headers,
 )
-from agora.errors import AgoraError, InvalidInput
+from agora.errors import AgoraError, BadGateway, GatewayTimeout, InvalidInput
 
 log = logging.getLogger("agora.proxy")
 OPEN_TIMEOUT = 10.0

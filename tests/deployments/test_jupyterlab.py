@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import ADMIN_KEY, ADMIN_PASSWORD
 from tests.deployments.conftest import Platform
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = "/tmp/agora-jupyter.png"
 KEY = {"Authorization": f"Bearer {ADMIN_KEY}"}
 NOTEBOOK = {
@@ -146,28 +144,6 @@ def test_kernel_and_terminal_answer_through_the_proxy(platform: Platform, lab: s
 
     asyncio.run(talk())
     assert platform.http.delete(f"/d/{lab}/api/kernels/{kernel}", headers=KEY).status_code == 204
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Chromium is not installed")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

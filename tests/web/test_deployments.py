@@ -3,7 +3,6 @@ and the whole journey in Chromium against a running control plane."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from agora.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, make_settings
@@ -20,7 +19,6 @@ from tests.deployments.conftest import Platform
 from tests.helpers import PASSWORD, Api
 from tests.web.helpers import HTML, csrf, sign_in, submit, text_of
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = "/tmp"
 EVERY_KIND = """
 name: every-kind
@@ -237,28 +235,6 @@ def test_deployment_of_another_project_is_found_and_linked(api: Api, client: Tes
 
 
 # --- in a real browser ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Chromium is not installed")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -119,7 +119,7 @@ def totp_step(secret: str, code: str, last_step: int | None) -> int | None:
     totp = pyotp.TOTP(secret)
     now = totp.timecode(dt.datetime.now(dt.UTC))
     for step in (now, now - 1, now + 1):
-        if hmac.compare_digest(totp.generate_otp(step), code):
+        if hmac.compare_digest(totp.generate_otp(step).encode(), code.encode()):
             if last_step is not None and step <= last_step:
                 return None
             return step

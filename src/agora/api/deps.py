@@ -36,7 +36,8 @@ def csrf_token(runtime: Runtime, binding: str) -> str:
 def csrf_ok(runtime: Runtime, binding: str | None, sent: str | None) -> bool:
     if not binding or not sent:
         return False
-    return hmac.compare_digest(csrf_token(runtime, binding), sent)
+    # Bytes: compare_digest refuses str with non-ASCII characters (a 500, not a refusal).
+    return hmac.compare_digest(csrf_token(runtime, binding).encode(), sent.encode())
 
 
 def credentials(request: Request) -> tuple[str | None, bool]:

@@ -333,10 +333,14 @@ class DeploymentDetail(DeploymentPublic):
     events: list[EventPublic]
 
 
+_HOST = (
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+    r"[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])$"
+)
+
+
 class Announcement(Strict):
-    host: Annotated[
-        str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9._:\-\[\]]+$")
-    ]
+    host: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=_HOST)]
     port: Annotated[int, Field(ge=1, le=65535)]
 
 

@@ -4,7 +4,7 @@ applies it. Keeping the decision free of I/O makes every transition testable on 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agora.deployments.backends import JobState, JobStatus
 from agora.models import DeploymentState as S
@@ -28,6 +28,7 @@ class Snapshot:
     submitted_at: dt.datetime | None
     start_timeout: int  # of the current backend: how long it may stay queued
     service_timeout: int  # of the template: how long a service may take to become ready
+    backend_known: bool = True  # False once its backend left the configuration
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ NOTHING = Step()
 
 
 def decide(s: Snapshot, status: JobStatus | None, now: dt.datetime) -> Step:
+    if s.job_id is not None and not s.backend_known:
+        return Step(
+            state=S.failed if s.desired != "stopped" else S.stopped,
+            message=f"its backend '{s.backend}' is no longer configured; its job may still run",
+        )
     if s.desired == "stopped":
         return _stopping(s, status, now)
     if s.state == S.pending:
@@ -73,10 +79,25 @@ def decide(s: Snapshot, status: JobStatus | None, now: dt.datetime) -> Step:
                     cancel=True,
                     failover=f"the service was not ready within {s.service_timeout} s",
                 )
-            if s.address:
+            if s.address and status.node:
+                host = s.address.rsplit(":", 1)[0].strip("[]")
+                if not same_host(host, status.node):
+                    # Only the job's own node may be reached through the platform.
+                    return Step(
+                        state=S.failed,
+                        cancel=True,
+                        force=True,
+                        message=f"it announced {host}, which is not its node ({status.node})",
+                    )
                 return Step(probe=True)
         return NOTHING
     return _ended(s, status)
+
+
+def same_host(announced: str, node: str) -> bool:
+    """Whether an announced host names the node (short and fully qualified names match)."""
+    a, n = announced.lower().rstrip("."), node.lower().rstrip(".")
+    return a == n or a.split(".")[0] == n.split(".")[0] and not a.replace(".", "").isdigit()
 
 
 def _stopping(s: Snapshot, status: JobStatus | None, now: dt.datetime) -> Step:
@@ -90,6 +111,14 @@ def _stopping(s: Snapshot, status: JobStatus | None, now: dt.datetime) -> Step:
 
 
 def _ended(s: Snapshot, status: JobStatus) -> Step:
+    step = _end_of(s, status)
+    if status.state in (JobState.EXITED, JobState.FAILED):
+        # Harmless after a real end; ends whatever a job left behind (or a forged exit record).
+        step = replace(step, cancel=True, force=True)
+    return step
+
+
+def _end_of(s: Snapshot, status: JobStatus) -> Step:
     code = status.exit_code
     if status.state == JobState.EXITED:
         if status.reason == "time limit reached":

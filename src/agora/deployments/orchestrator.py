@@ -110,7 +110,11 @@ class Orchestrator:
             status = statuses.get((snap.backend, snap.job_id)) if snap.job_id else None
             step = decide(snap, status, now)
             if step != Step():
-                await self._apply(snap, step)
+                try:
+                    await self._apply(snap, step)
+                except Exception:  # one deployment's trouble must not stop the others
+                    log.exception("cannot apply %s to deployment %s", step, snap.id)
+                    continue
                 changed = changed or step.state is not None or step.submit
         if changed:
             self._event.set()  # one change often enables the next: look again at once
@@ -141,6 +145,7 @@ class Orchestrator:
             job_id=attempt.job_id if attempt else None,
             submitted_at=attempt.submitted_at if attempt else None,
             start_timeout=config.start_timeout if config else 600,
+            backend_known=backend is None or config is not None,
             service_timeout=service_timeout,
         )
 
@@ -159,7 +164,7 @@ class Orchestrator:
             try:
                 for job_id, status in (await backend.poll(ids)).items():
                     out[(name, job_id)] = status
-            except BackendError as exc:
+            except Exception as exc:  # one backend's trouble must not stop the others
                 log.warning("cannot poll backend %s: %s", name, exc)
         return out
 

@@ -351,7 +351,8 @@ def delete(ctx: Ctx, project_name: str, dep_id: str) -> None:
 def announce(ctx: Ctx, dep_id: str, token: str, host: str, port: int) -> None:
     """A runtime tells where its service listens, proving itself with the deployment token."""
     dep = ctx.db.get(Deployment, dep_id)
-    if dep is None or not hmac.compare_digest(ctx.runtime.keyring.decrypt(dep.token), token):
+    expected = ctx.runtime.keyring.decrypt(dep.token).encode() if dep else b""
+    if dep is None or not hmac.compare_digest(expected, token.encode()):
         raise Unauthenticated("Unknown deployment or wrong deployment token")
     if dep.state not in (DeploymentState.submitted, DeploymentState.starting):
         raise Conflict(f"Deployment '{dep_id}' is {dep.state.value}; it takes no announcement now")

@@ -5,7 +5,15 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from agora.errors import Conflict, Forbidden, InvalidInput, NotFound
-from agora.models import AuthSession, Membership, Project, Role, User
+from agora.models import (
+    AuthSession,
+    Deployment,
+    DeploymentState,
+    Membership,
+    Project,
+    Role,
+    User,
+)
 from agora.services import access, audit, system, users
 from agora.services.context import Ctx
 
@@ -121,6 +129,16 @@ def update_project(
 
 def delete_project(ctx: Ctx, name: str) -> None:
     project, _ = access.project_access(ctx, name, Role.owner, write=True)
+    active = ctx.db.scalar(
+        select(func.count()).where(
+            Deployment.project_id == project.id,
+            Deployment.state.notin_([DeploymentState.stopped, DeploymentState.failed]),
+        )
+    )
+    if active:
+        raise Conflict(
+            f"Project '{name}' has {active} active deployment(s); stop them before deleting it"
+        )
     audit.record(ctx, "project.delete", f"project:{name}", project_id=project.id, project=name)
     ctx.db.delete(project)
 

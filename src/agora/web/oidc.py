@@ -324,7 +324,7 @@ def _pending(request: Request, rt: Runtime) -> Pending:
     """The login this answer belongs to; refuses provider errors, lost logins and bad states."""
     pending, lost = _from_cookie(request, rt)
     state_ok = pending is not None and secrets.compare_digest(
-        request.query_params.get("state", ""), pending.state
+        request.query_params.get("state", "").encode(), pending.state.encode()
     )
     error = request.query_params.get("error")
     if error:

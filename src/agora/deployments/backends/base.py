@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,15 @@ from typing import ClassVar
 
 from agora.deployments.templates import Resources
 from agora.settings import BackendConfig, Settings
+
+
+def job_environment() -> dict[str, str]:
+    """The environment jobs start from: this process's, without Agora's own settings.
+
+    The control plane's variables carry its secrets (AGORA_SECRET_KEY, the database URL with
+    its password, the OIDC client secret); a job must never see them.
+    """
+    return {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
 
 
 class JobState(enum.StrEnum):
@@ -49,6 +59,8 @@ class JobStatus:
     exit_code: int | None = None
     #: The backend's own words, e.g. Slurm's pending reason or why it ended the job.
     reason: str | None = None
+    #: The node it runs on, where the backend knows it: a service must announce this host.
+    node: str | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agora.deployments.backends.base import Backend, JobSpec, JobState, JobStatus, SubmitRefused
+from agora.deployments.backends.base import (
+    Backend,
+    JobSpec,
+    JobState,
+    JobStatus,
+    SubmitRefused,
+    job_environment,
+)
 
 
 def tail(path: Path, max_bytes: int) -> str:
@@ -36,11 +43,14 @@ def tail(path: Path, max_bytes: int) -> str:
 def read_exit(run_dir: Path) -> JobStatus | None:
     try:
         data = json.loads((run_dir / "exit.json").read_text())
+        code, reason = int(data["code"]), data.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(reason)
     except FileNotFoundError:
         return None
-    except ValueError:
-        return JobStatus(JobState.FAILED, reason="the runner left an unreadable exit record")
-    return JobStatus(JobState.EXITED, exit_code=int(data["code"]), reason=data.get("reason"))
+    except (ValueError, KeyError, TypeError, OSError):
+        return JobStatus(JobState.FAILED, reason="its exit record is unreadable")
+    return JobStatus(JobState.EXITED, exit_code=code, reason=reason)
 
 
 def write_job(run_dir: Path, spec: JobSpec, job: dict[str, object]) -> None:
@@ -99,6 +109,7 @@ class LocalBackend(Backend):
                 stderr=subprocess.STDOUT,
                 cwd=run_dir,
                 start_new_session=True,
+                env=job_environment(),
             )
         (run_dir / "pid").write_text(str(child.pid))
         self._children[child.pid] = child
@@ -136,7 +147,7 @@ class LocalBackend(Backend):
             elif not run_dir.exists() or pid is None:
                 out[job_id] = JobStatus(JobState.GONE, reason="its run directory is gone")
             elif self._alive(pid, job_id) or read_exit(run_dir) is not None:
-                out[job_id] = read_exit(run_dir) or JobStatus(JobState.RUNNING)
+                out[job_id] = read_exit(run_dir) or JobStatus(JobState.RUNNING, node="127.0.0.1")
             else:
                 out[job_id] = JobStatus(
                     JobState.FAILED, reason="the process vanished without an exit status (killed?)"

@@ -33,6 +33,7 @@ from agora.deployments.backends.base import (
     JobState,
     JobStatus,
     SubmitRefused,
+    job_environment,
 )
 from agora.deployments.backends.local import runner_job
 
@@ -145,6 +146,7 @@ class SlurmBackend(Backend):
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                env=job_environment(),  # sbatch exports its environment to the job
             )
         except OSError as exc:
             raise BackendError(f"cannot run {argv[0]}: {exc}") from exc
@@ -240,7 +242,7 @@ class SlurmBackend(Backend):
     async def poll(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         by_slurm = {j.split("@")[0]: j for j in job_ids}
         code, out, err = await self._run(
-            ["squeue", "-h", "-t", "all", "-j", ",".join(by_slurm), "-o", "%i|%T|%r"]
+            ["squeue", "-h", "-t", "all", "-j", ",".join(by_slurm), "-o", "%i|%T|%r|%N"]
         )
         if code != 0 and "Invalid job id" not in err:
             return {j: JobStatus(JobState.UNKNOWN, reason=_last(err.encode())) for j in job_ids}
@@ -251,9 +253,10 @@ class SlurmBackend(Backend):
             if len(parts) < 3 or parts[0] not in by_slurm:
                 continue
             slurm_id, state, reason = parts[0], parts[1], parts[2]
+            node = parts[3].strip() if len(parts) > 3 and parts[3].strip() else None
             if state in _ACTIVE:
                 why = reason if reason not in ("None", "") else None
-                result[by_slurm[slurm_id]] = JobStatus(_ACTIVE[state], reason=why)
+                result[by_slurm[slurm_id]] = JobStatus(_ACTIVE[state], reason=why, node=node)
             else:
                 finished.append(slurm_id)
         finished += [s for s in by_slurm if by_slurm[s] not in result and s not in finished]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -124,10 +123,6 @@ def test_plain_sacct_has_no_database(cluster: SlurmCluster) -> None:
     assert "accounting storage is disabled" in out.stderr
 
 
-@pytest.mark.skipif(
-    shutil.which("mariadbd") is None or shutil.which("slurmdbd") is None,
-    reason="slurmdbd accounting needs Debian's mariadb-server and slurmdbd",
-)
 def test_slurmdbd_accounting(cluster: SlurmCluster, tmp_path: Path) -> None:
     """The opt-in slurmdbd mode: plain sacct, filters, steps, names with spaces. A second
     cluster in its own directory, on its own ports, beside the default one."""

@@ -113,7 +113,7 @@ async def _pump(ws: WebSocket, upstream: ClientConnection) -> None:
                 else:
                     await ws.send_bytes(message)
         except ConnectionClosed:
-            pass
+            pass  # the service closed: the caller's side is closed below
         except WebSocketDisconnect:  # the caller went away while we were sending
             await upstream.close()
             return

@@ -85,7 +85,7 @@ def record(
             with db.begin_nested():
                 db.add(AuditHead(id=1, seq=0, hash=GENESIS))
         except IntegrityError:
-            pass
+            pass  # another transaction planted it first: advance that one
         head = _advance_head(db)
         assert head is not None
     seq, prev = head

@@ -28,9 +28,9 @@ def list_projects(ctx: Ctx) -> list[tuple[Project, Role | None]]:
         ).all()
     )
     stmt = select(Project).order_by(Project.name)
-    if p.is_admin:
-        pass
-    elif p.project_id is not None:
+    if p.is_admin:  # admins see every project, whatever key or session they use
+        return [(proj, roles.get(proj.id)) for proj in ctx.db.scalars(stmt)]
+    if p.project_id is not None:
         stmt = stmt.where(Project.id == p.project_id)
     else:
         stmt = stmt.where(Project.id.in_(roles.keys()))

@@ -140,3 +140,14 @@ def browser() -> Iterator[Browser]:
         )
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A throwaway redis-server for the session; a missing server fails the tests (CI installs it)."""
+    from tests.redis_server import REDIS_SERVER, redis_server
+
+    if not os.path.exists(REDIS_SERVER):
+        pytest.fail(f"{REDIS_SERVER} is missing: run 'make test-deps' (Debian's redis-server)")
+    with redis_server() as url:
+        yield url

@@ -16,6 +16,7 @@ from agora.api.deps import client_addr
 from agora.api.routes import audit as audit_routes
 from agora.api.routes import auth as auth_routes
 from agora.api.routes import deployments as deployment_routes
+from agora.api.routes import models as model_routes
 from agora.api.routes import projects as project_routes
 from agora.api.routes import system as system_routes
 from agora.api.routes import users as user_routes
@@ -88,9 +89,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     for problem in runtime.template_problems:
         log.warning("template not loaded: %s", problem.message)
 
+    gateway = None
+    if settings.gateway:
+        from agora.gateway.app import Gateway
+
+        gateway = Gateway(runtime)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_flush_key_usage(runtime))]
+        if gateway is not None:
+            await gateway.start()
         if settings.orchestrator:
             from agora.deployments.orchestrator import Orchestrator
 
@@ -102,6 +111,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if gateway is not None:
+                await gateway.stop()
             for backend in runtime.backends.values():
                 await backend.close()
             await asyncio.to_thread(runtime.key_usage.flush, runtime.db)
@@ -118,12 +129,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         openapi_url="/api/v1/openapi.json",
     )
     app.state.runtime = runtime
+    app.state.gateway = gateway
     problems.install(app, on_forbidden=_audit_denied)
     for module in (
         auth_routes,
         user_routes,
         project_routes,
         deployment_routes,
+        model_routes,
         audit_routes,
         system_routes,
     ):
@@ -136,6 +149,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     oidc.install(app)
     proxy.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if gateway is not None:
+        from agora.gateway.app import GatewayDispatch
+
+        # Outermost: /v1/* reaches the gateway before the web app's middleware and routing.
+        app.add_middleware(GatewayDispatch, gateway=gateway)
     return app
 
 

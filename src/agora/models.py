@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Enum,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -246,6 +248,12 @@ class Deployment(Base):
     state_since: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    #: Set when the deployment is a replica of a gateway model (the autoscaler owns it).
+    model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("gateway_models.id", ondelete="SET NULL"), index=True
+    )
+    #: When the gateway stopped sending new requests to this replica (it is being replaced).
+    draining_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     project: Mapped[Project] = relationship()
     owner: Mapped[User | None] = relationship()
@@ -316,3 +324,122 @@ class TemplateGrant(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     template: Mapped[str] = mapped_column(String(64), index=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+
+
+# --- inference gateway ------------------------------------------------------------------------
+
+
+class GatewayModel(Base):
+    """A model served through the OpenAI-compatible gateway: a public name plus replicas.
+
+    ``source`` is "deployment" (replicas are deployments of ``template``, scaled by the
+    autoscaler inside ``project_id``, whose quota they count against) or "external" (an
+    OpenAI-compatible endpoint somewhere else, with its own key).
+    """
+
+    __tablename__ = "gateway_models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "llm" or "embedding"
+    description: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(16))  # "deployment" or "external"
+    #: The model name the upstream knows it by (defaults to ``name``).
+    upstream_model: Mapped[str | None] = mapped_column(String(255))
+    #: Every project may use it; otherwise only projects with a grant.
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    external_url: Mapped[str | None] = mapped_column(String(1024))
+    #: Encrypted with the platform keyring.
+    external_key: Mapped[str | None] = mapped_column(Text)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    template: Mapped[str | None] = mapped_column(String(64))
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    backends: Mapped[list[str]] = mapped_column(JSON, default=list)
+    min_replicas: Mapped[int] = mapped_column(Integer, default=0)
+    max_replicas: Mapped[int] = mapped_column(Integer, default=1)
+    #: In-flight requests per replica the autoscaler aims for.
+    target_inflight: Mapped[int] = mapped_column(Integer, default=4)
+    #: Seconds without requests before a replica is stopped (down to ``min_replicas``).
+    idle_seconds: Mapped[int] = mapped_column(Integer, default=600)
+    #: Seconds before a replica's time limit at which a fresh one replaces it.
+    replace_before_seconds: Mapped[int] = mapped_column(Integer, default=300)
+    connect_timeout: Mapped[float] = mapped_column(Float, default=5.0)
+    first_byte_timeout: Mapped[float] = mapped_column(Float, default=120.0)
+    total_timeout: Mapped[float] = mapped_column(Float, default=600.0)
+    #: How long a request may wait for a replica to start before it gets 503.
+    queue_timeout: Mapped[float] = mapped_column(Float, default=300.0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    project: Mapped[Project | None] = relationship()
+
+
+class ModelGrant(Base):
+    """A project allowed to use a non-public gateway model."""
+
+    __tablename__ = "model_grants"
+    __table_args__ = (UniqueConstraint("model_id", "project_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("gateway_models.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+
+
+class RateLimit(Base):
+    """Gateway limits for one project or one API key; None means no limit of that kind."""
+
+    __tablename__ = "rate_limits"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), unique=True
+    )
+    api_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), unique=True
+    )
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_month: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class UsageRecord(Base):
+    """One gateway request, metered: never its prompt or its output."""
+
+    __tablename__ = "usage_records"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    time: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    project_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    api_key_id: Mapped[int | None] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(128), index=True)
+    endpoint: Mapped[str] = mapped_column(String(32))
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    status: Mapped[int] = mapped_column(Integer)
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class GatewayLoad(Base):
+    """What one gateway process sees of one model, reported every few seconds: the
+    autoscaler sums the fresh rows of all gateways."""
+
+    __tablename__ = "gateway_load"
+    __table_args__ = (UniqueConstraint("gateway", "model_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(64))
+    model_id: Mapped[int] = mapped_column(ForeignKey("gateway_models.id", ondelete="CASCADE"))
+    inflight: Mapped[int] = mapped_column(Integer, default=0)
+    queued: Mapped[int] = mapped_column(Integer, default=0)
+    #: In-flight requests per replica deployment id (for draining and the model page).
+    per_replica: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    last_request_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -131,6 +131,24 @@ class Settings(BaseSettings):
     quota_memory_mb: int = Field(default=65536, ge=0)
     quota_gpus: int = Field(default=0, ge=0)
 
+    #: Serve the OpenAI-compatible gateway (/v1) from this process.
+    gateway: bool = True
+    #: Redis for rate-limit counters shared by several gateway processes (in-process if unset).
+    redis_url: str | None = None
+    #: How often a gateway checks whether keys, models and limits changed in another process.
+    gateway_refresh_seconds: float = Field(default=1.0, gt=0, le=60)
+    gateway_max_body_bytes: int = Field(default=8_388_608, ge=1024)
+    #: Requests waiting for a replica to start, per model; more get 503 at once.
+    gateway_max_queue: int = Field(default=1000, ge=0)
+    #: Active health checks of ready replicas, and how long a failing replica is left out.
+    gateway_health_interval: float = Field(default=5.0, gt=0)
+    gateway_eject_seconds: float = Field(default=10.0, gt=0)
+    #: Other replicas a failed request is retried on (only before any byte reached the client).
+    gateway_retries: int = Field(default=2, ge=0, le=10)
+    gateway_usage_flush_seconds: float = Field(default=1.0, gt=0)
+    #: How often each gateway reports its load to the autoscaler, and how old a report may be.
+    gateway_load_report_seconds: float = Field(default=1.0, gt=0)
+
     @classmethod
     def settings_customise_sources(
         cls,

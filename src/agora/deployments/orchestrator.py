@@ -47,6 +47,9 @@ class Orchestrator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http = httpx.AsyncClient(timeout=5)
         self._lock: Any = None
+        from agora.gateway.autoscaler import Autoscaler
+
+        self.autoscaler = Autoscaler(runtime)
 
     def wake(self) -> None:
         if self._loop is not None:
@@ -102,6 +105,10 @@ class Orchestrator:
     # --- one cycle ----------------------------------------------------------------------------
 
     async def tick(self) -> None:
+        try:
+            await asyncio.to_thread(self.autoscaler.step)
+        except Exception:  # scaling trouble must not stop reconciliation
+            log.exception("autoscaling failed")
         snapshots = await asyncio.to_thread(self._load)
         statuses = await self._poll(snapshots)
         now = utcnow()

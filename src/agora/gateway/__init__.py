@@ -1,0 +1,1 @@
+"""The inference gateway: OpenAI-compatible routing, limits and metering in front of deployments."""

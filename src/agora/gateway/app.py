@@ -1,0 +1,330 @@
+"""The gateway's request path: ``/v1/*`` as a bare ASGI application.
+
+It makes no database call for API-key requests: the caller, the model, its replicas and the
+limits come from the in-memory :class:`~agora.gateway.directory.Directory`. Browser sessions
+(the chat page) are looked up in the database, once per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import secrets
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from agora.gateway.directory import Caller, Directory, ModelEntry
+from agora.gateway.limits import Limit, Limiter, LimiterUnavailable, build_limiter
+from agora.gateway.protocol import ENDPOINTS, GatewayError, parse_request, refused
+from agora.gateway.proxy import Forwarder
+from agora.gateway.router import Router
+from agora.gateway.usage import Usage, UsageRecorder
+from agora.runtime import Runtime
+
+log = logging.getLogger("agora.gateway")
+_JSON = [(b"content-type", b"application/json")]
+
+
+class Gateway:
+    """Everything one gateway process holds; ``__call__`` serves ``/v1/*`` requests."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        s = runtime.settings
+        self.id = f"{s.host}:{s.port}:{secrets.token_hex(4)}"
+        self.directory = Directory(runtime.db, runtime.keyring, s.gateway_refresh_seconds)
+        self.router = Router(s.gateway_eject_seconds, s.gateway_max_queue)
+        self.directory.listeners.append(self.router.sync)
+        self.limiter: Limiter = build_limiter(None)
+        self.usage = UsageRecorder(runtime.db)
+        self.http: aiohttp.ClientSession | None = None
+        self.forwarder: Forwarder | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._demand = asyncio.Event()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from agora.gateway.load import report_load, watch_health
+
+        if self.http is not None:  # started again (a test app's second lifespan)
+            await self.stop()
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, force_close=False),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
+        self.forwarder = Forwarder(self)
+        # Redis clients belong to one event loop: a fresh limiter for each start.
+        self.limiter = build_limiter(self.rt.settings.redis_url)
+        self._demand = asyncio.Event()
+        self.router.on_demand.append(self._demand.set)
+        s = self.rt.settings
+        try:
+            await self.directory.rebuild()
+        except Exception:
+            log.exception("the gateway starts without keys and models; it retries")
+        self._tasks = [
+            asyncio.create_task(self.directory.run()),
+            asyncio.create_task(self.usage.run(s.gateway_usage_flush_seconds)),
+            asyncio.create_task(report_load(self, s.gateway_load_report_seconds, self._demand)),
+            asyncio.create_task(watch_health(self, s.gateway_health_interval)),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+        await self.limiter.close()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.usage.flush)
+
+    def spawn(self, coro: Any) -> None:
+        """Run work off the response path, keeping a reference until it is done."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- requests ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        try:
+            path = scope["path"]
+            method = scope["method"]
+            if path == "/v1/models" or path == "/v1/models/":
+                if method not in ("GET", "HEAD"):
+                    raise GatewayError(405, "Use GET /v1/models", "method_not_allowed")
+                caller = await self._caller(scope)
+                await self._models(caller, send)
+                return
+            target = ENDPOINTS.get(path.rstrip("/"))
+            if target is None:
+                raise GatewayError(
+                    404,
+                    f"Unknown endpoint {path}: the gateway serves /v1/models, "
+                    "/v1/chat/completions, /v1/completions and /v1/embeddings",
+                    "unknown_url",
+                )
+            if method != "POST":
+                raise GatewayError(405, f"Use POST {path}", "method_not_allowed")
+            caller = await self._caller(scope)
+            body = await self._body(scope, receive)
+            endpoint, kind = target
+            req = parse_request(body, endpoint)
+            snapshot = self.directory.snapshot
+            model = snapshot.models.get(req["model"])
+            if model is None or not (model.public or caller.project_id in model.granted):
+                if model is not None and caller.project_id not in model.granted:
+                    raise GatewayError(
+                        403,
+                        f"Project '{caller.project_name}' may not use model '{model.name}'; "
+                        "ask an operator to grant it",
+                        "model_not_allowed",
+                        "model",
+                    )
+                raise GatewayError(
+                    404,
+                    f"The model '{req['model']}' does not exist; GET /v1/models lists yours",
+                    "model_not_found",
+                    "model",
+                )
+            if model.kind != kind:
+                raise GatewayError(
+                    400,
+                    f"'{model.name}' is an {model.kind} model: "
+                    + (
+                        "use /v1/embeddings"
+                        if model.kind == "embedding"
+                        else "use /v1/chat/completions or /v1/completions"
+                    ),
+                    "wrong_endpoint",
+                    "model",
+                )
+            limits = snapshot.limits_for(caller)
+            if limits:
+                try:
+                    refusal = await self.limiter.admit(limits)
+                except LimiterUnavailable as exc:
+                    raise GatewayError(
+                        503, str(exc), "limiter_unavailable", retry_after=5
+                    ) from None
+                if refusal is not None:
+                    self._meter(caller, model, endpoint, 0, 0, started, 429, req)
+                    raise refused(refusal)
+            assert self.forwarder is not None
+            status, tokens_in, tokens_out = await self.forwarder.forward(
+                scope, receive, send, model, endpoint, req, body
+            )
+            self._meter(caller, model, endpoint, tokens_in, tokens_out, started, status, req)
+            if limits and (tokens_in or tokens_out):
+                self.spawn(self._add_tokens(limits, tokens_in + tokens_out))
+        except GatewayError as exc:
+            await _send_error(send, exc)
+
+    async def _add_tokens(self, limits: tuple[Limit, ...], tokens: int) -> None:
+        try:
+            await self.limiter.add_tokens(limits, tokens)
+        except LimiterUnavailable:
+            log.warning("could not meter tokens against limits: the limiter is unavailable")
+
+    def _meter(
+        self,
+        caller: Caller,
+        model: ModelEntry,
+        endpoint: str,
+        tokens_in: int,
+        tokens_out: int,
+        started: float,
+        status: int,
+        req: dict[str, Any],
+    ) -> None:
+        self.usage.record(
+            Usage(
+                time=time.time(),
+                user_id=caller.user_id,
+                project_id=caller.project_id,
+                api_key_id=caller.key_id,
+                model=model.name,
+                endpoint=endpoint,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                status=status,
+                stream=bool(req.get("stream")),
+            )
+        )
+
+    async def _models(self, caller: Caller, send: Send) -> None:
+        snapshot = await self.directory.current()
+        data = [
+            {
+                "id": m.name,
+                "object": "model",
+                "created": m.created,
+                "owned_by": "agora",
+                "kind": m.kind,
+                "ready_replicas": sum(1 for r in m.replicas if not r.draining),
+            }
+            for m in sorted(snapshot.models.values(), key=lambda m: m.name)
+            if m.allowed(caller.project_id)
+        ]
+        body = orjson.dumps({"object": "list", "data": data})
+        await send({"type": "http.response.start", "status": 200, "headers": _JSON})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.rt.settings.gateway_max_body_bytes
+        too_big = GatewayError(
+            413, f"The request body is larger than {limit} bytes", "request_too_large"
+        )
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+                raise too_big
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise GatewayError(400, "The client went away", "client_disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    # --- who is calling ----------------------------------------------------------------------
+
+    async def _caller(self, scope: Scope) -> Caller:
+        authorization = cookie = csrf = project = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"cookie":
+                cookie = value
+            elif name == b"x-csrf-token":
+                csrf = value
+            elif name == b"x-agora-project":
+                project = value
+        if authorization is not None:
+            scheme, _, token = authorization.decode("latin-1").partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                raise _unauthenticated("Send your Agora API key as 'Authorization: Bearer agora_…'")
+            snapshot = await self.directory.current()
+            caller = snapshot.keys.get(hashlib.sha256(token.encode()).hexdigest())
+            if caller is None:
+                raise _unauthenticated(
+                    "Incorrect API key provided: it is not valid, was revoked or has expired"
+                )
+            if caller.expires_at is not None and caller.expires_at <= time.time():
+                raise _unauthenticated("This API key has expired")
+            if not caller.can_infer:
+                raise GatewayError(
+                    403,
+                    "This API key lacks the 'inference' scope; create one with it",
+                    "insufficient_scope",
+                )
+            assert caller.key_id is not None
+            self.rt.key_usage.touch(caller.key_id, dt.datetime.now(dt.UTC))
+            return caller
+        if cookie is not None:
+            from agora.gateway.sessions import session_caller
+
+            await self.directory.current()
+            return await asyncio.to_thread(
+                session_caller, self.rt, scope["method"], cookie, csrf, project
+            )
+        raise _unauthenticated(
+            "No API key provided: send 'Authorization: Bearer agora_…' (create a key with "
+            "the 'inference' scope in your project)"
+        )
+
+
+def _unauthenticated(message: str) -> GatewayError:
+    return GatewayError(401, message, "invalid_api_key")
+
+
+async def _send_error(send: Send, exc: GatewayError) -> None:
+    with contextlib.suppress(OSError, RuntimeError):
+        await send({"type": "http.response.start", "status": exc.status, "headers": exc.headers()})
+        await send({"type": "http.response.body", "body": exc.body()})
+
+
+class GatewayDispatch:
+    """Outermost ASGI layer of the app: ``/v1/*`` goes to the gateway before any of the web
+    app's middleware and routing runs."""
+
+    def __init__(self, app: Any, gateway: Gateway | None) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.gateway is not None
+            and scope["type"] == "http"
+            and scope["path"].startswith("/v1/")
+        ):
+            await self.gateway(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

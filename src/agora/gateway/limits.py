@@ -1,0 +1,355 @@
+"""Request and token limits of the inference gateway, in process or shared through Redis.
+
+Windows. ``rpm`` and ``tpm`` use a sliding-window approximation: the count of the current fixed
+minute (epoch-aligned) plus the previous minute's count weighted by the part of the previous minute
+still inside the sliding minute. A limit admits while ``estimate + 1 <= limit``; as the estimate
+is never below the current fixed minute's count, no fixed minute ever admits more than ``rpm``
+requests, and a burst cannot double up across a minute boundary. ``tokens_per_day`` and
+``tokens_per_month`` count UTC calendar days and months. Retry-After is the time until the
+refused window would admit if nothing else were counted: when the weighted previous minute has
+decayed enough (or the next minute, then that decay), or the next UTC midnight or first of a month.
+
+Overshoot. rpm has none: the check and the count are one atomic step. A request's tokens are known
+only after it ran, so ``admit`` refuses once a token window has reached its limit and
+``add_tokens`` meters afterwards: a token limit is overshot by at most the tokens of the requests
+already admitted and still in flight when it is reached, each bounded by its prompt plus its
+``max_tokens``.
+
+A limit with any field set counts requests and tokens in all its windows (so ``snapshot`` shows use
+of windows without a limit too); a limit with no field set is ignored.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+Kind = Literal["rpm", "tpm", "day", "month"]
+_KINDS: tuple[Kind, ...] = ("rpm", "tpm", "day", "month")
+_PREFIX = "agora:rl:"
+_EPS = 1e-6  # float slack in the comparison; counts are integers, so rpm stays exact
+_TTL_MINUTE = 3 * 60  # a minute's counter is read during the next minute too
+_TTL_DAY = 2 * 86400
+_TTL_MONTH = 33 * 86400
+_WORDING: dict[Kind, tuple[str, str]] = {
+    "rpm": ("Rate limit", "requests per minute"),
+    "tpm": ("Token rate limit", "tokens per minute"),
+    "day": ("Daily token quota", "tokens per day (UTC)"),
+    "month": ("Monthly token quota", "tokens per month (UTC)"),
+}
+
+
+class LimiterUnavailable(Exception):
+    """The shared counters (Redis) did not answer; the gateway answers 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    scope: str  # "key:12", "project:3": names the counters
+    label: str  # for people: "API key 'ci'"
+    rpm: int | None = None
+    tpm: int | None = None
+    tokens_per_day: int | None = None
+    tokens_per_month: int | None = None
+
+    @property
+    def values(self) -> tuple[int | None, int | None, int | None, int | None]:
+        """The limits in the order of ``Kind``."""
+        return (self.rpm, self.tpm, self.tokens_per_day, self.tokens_per_month)
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in self.values)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    scope: str
+    kind: Kind
+    limit: int
+    retry_after: int  # whole seconds >= 1
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Windows:
+    """The windows ``now`` falls in, and where they end."""
+
+    now: float
+    minute: int
+    elapsed: float  # fraction of the current minute gone, in [0, 1)
+    day: int
+    month: int  # year * 12 + month - 1
+    month_end: float
+
+    @classmethod
+    def at(cls, now: float | None) -> _Windows:
+        now = time.time() if now is None else now
+        minute = math.floor(now / 60)
+        t = datetime.fromtimestamp(now, UTC)
+        next_month = datetime(t.year + t.month // 12, t.month % 12 + 1, 1, tzinfo=UTC)
+        return cls(
+            now=now,
+            minute=minute,
+            elapsed=(now - minute * 60) / 60,
+            day=math.floor(now / 86400),
+            month=t.year * 12 + t.month - 1,
+            month_end=next_month.timestamp(),
+        )
+
+    def keys(self, scope: str) -> list[str]:
+        """Counter names: requests (this, last minute), tokens (same), tokens of day, of month."""
+        p = f"{_PREFIX}{scope}:"
+        m = self.minute
+        return [
+            f"{p}r:{m}", f"{p}r:{m - 1}", f"{p}t:{m}", f"{p}t:{m - 1}",
+            f"{p}d:{self.day}", f"{p}m:{self.month}",
+        ]  # fmt: skip
+
+    def estimate(self, previous: int, current: int) -> float:
+        return previous * (1 - self.elapsed) + current
+
+    def retry_after(self, kind: Kind, limit: int, previous: int, current: int) -> int:
+        """Seconds until the window admits again if nothing else is counted."""
+        minute_end = (self.minute + 1) * 60.0
+        if kind == "day":
+            end = (self.day + 1) * 86400.0
+        elif kind == "month":
+            end = self.month_end
+        elif (room := limit - 1) < 0:  # a zero limit never admits; name the window's end
+            end = minute_end
+        elif current > room:  # wait for the next minute, then for this one to decay
+            end = minute_end + 60 * (1 - room / current)
+        elif previous > 0:
+            end = minute_end - 60 * (room - current) / previous
+        else:
+            end = self.now
+        return max(1, math.ceil(end - self.now))
+
+    def check(self, limit: Limit, counts: Sequence[int]) -> Refusal | None:
+        """The first window of ``limit`` without room for one more, given ``keys()``' counts."""
+        pairs = ((counts[1], counts[0]), (counts[3], counts[2]), (0, counts[4]), (0, counts[5]))
+        for kind, value, (previous, current) in zip(_KINDS, limit.values, pairs, strict=True):
+            if value is not None and self.estimate(previous, current) + 1 > value + _EPS:
+                return self.refusal(limit, kind, previous, current)
+        return None
+
+    def refusal(self, limit: Limit, kind: Kind, previous: int, current: int) -> Refusal:
+        value = limit.values[_KINDS.index(kind)]
+        assert value is not None
+        retry = self.retry_after(kind, value, previous, current)
+        what, unit = _WORDING[kind]
+        message = (
+            f"{what} reached for {limit.label}: {value:,} {unit}. Retry in {_duration(retry)}."
+        )
+        return Refusal(limit.scope, kind, value, retry, message)
+
+    def snapshot(self, counts: Sequence[int]) -> dict[str, int]:
+        return {
+            "requests_minute": math.ceil(round(self.estimate(counts[1], counts[0]), 6)),
+            "tokens_minute": math.ceil(round(self.estimate(counts[3], counts[2]), 6)),
+            "tokens_day": counts[4],
+            "tokens_month": counts[5],
+        }
+
+
+def _duration(seconds: int) -> str:
+    """The two largest units: "12 s", "1 min 15 s", "1 h 0 min", "3 d 4 h"."""
+    parts = [(seconds // 86400, "d"), (seconds // 3600 % 24, "h"), (seconds // 60 % 60, "min")]
+    parts.append((seconds % 60, "s"))
+    first = next(i for i, (n, _) in enumerate(parts) if n or i == 3)
+    return " ".join(f"{n} {unit}" for n, unit in parts[first : first + 2])
+
+
+class Limiter(abc.ABC):
+    """Counters behind the gateway's limits; ``now`` (seconds since the epoch) is for tests."""
+
+    @abc.abstractmethod
+    async def admit(self, limits: Sequence[Limit], now: float | None = None) -> Refusal | None:
+        """Check every limit; if none is exceeded, count one request against each and return
+        None; otherwise count nothing and return the first refusal. Atomic: no fixed minute
+        admits more than ``rpm`` (across all processes sharing a Redis server)."""
+
+    @abc.abstractmethod
+    async def add_tokens(
+        self, limits: Sequence[Limit], tokens: int, now: float | None = None
+    ) -> None:
+        """Meter a response's tokens (prompt and completion) against every limit."""
+
+    @abc.abstractmethod
+    async def snapshot(self, limit: Limit, now: float | None = None) -> dict[str, int]:
+        """Current use: requests_minute and tokens_minute (the sliding estimates the limits are
+        compared with, rounded up), tokens_day and tokens_month."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class MemoryLimiter(Limiter):
+    """Counters in this process; one lock makes admit atomic across threads and event loops."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._expiry: dict[str, float] = {}
+        self._pruned_minute = 0
+
+    async def admit(self, limits: Sequence[Limit], now: float | None = None) -> Refusal | None:
+        active = [limit for limit in limits if limit.active]
+        if not active:
+            return None
+        w = _Windows.at(now)
+        keys = [w.keys(limit.scope) for limit in active]
+        with self._lock:
+            self._prune(w)
+            for limit, names in zip(active, keys, strict=True):
+                if refusal := w.check(limit, [self._counts.get(k, 0) for k in names]):
+                    return refusal
+            for names in keys:
+                self._add(names[0], 1, w.now + _TTL_MINUTE)
+        return None
+
+    async def add_tokens(
+        self, limits: Sequence[Limit], tokens: int, now: float | None = None
+    ) -> None:
+        w = _Windows.at(now)
+        with self._lock:
+            for limit in limits:
+                if limit.active and tokens > 0:
+                    names = w.keys(limit.scope)
+                    self._add(names[2], tokens, w.now + _TTL_MINUTE)
+                    self._add(names[4], tokens, w.now + _TTL_DAY)
+                    self._add(names[5], tokens, w.now + _TTL_MONTH)
+
+    async def snapshot(self, limit: Limit, now: float | None = None) -> dict[str, int]:
+        w = _Windows.at(now)
+        with self._lock:
+            return w.snapshot([self._counts.get(k, 0) for k in w.keys(limit.scope)])
+
+    def _add(self, key: str, amount: int, expires: float) -> None:
+        self._counts[key] = self._counts.get(key, 0) + amount
+        self._expiry[key] = expires
+
+    def _prune(self, w: _Windows) -> None:
+        if w.minute == self._pruned_minute:
+            return
+        self._pruned_minute = w.minute
+        for key in [k for k, at in self._expiry.items() if at <= w.now]:
+            del self._counts[key], self._expiry[key]
+
+
+# KEYS: six per limit, as _Windows.keys. ARGV: the minute's elapsed fraction, the request
+# counter's TTL, then per limit rpm, tpm, per day, per month (-1: none).
+# Returns 0 when admitted, else {limit index (1-based), kind (1-4), previous, current}.
+# The comparison is _Windows.check's, with the same slack (_EPS).
+_ADMIT = """
+local elapsed, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local function count(key) return tonumber(redis.call('GET', key) or '0') end
+for i = 0, #KEYS / 6 - 1 do
+  local k, a = i * 6, 2 + i * 4
+  for kind = 1, 4 do
+    local limit = tonumber(ARGV[a + kind])
+    if limit >= 0 then
+      local previous, current = 0, 0
+      if kind <= 2 then
+        current, previous = count(KEYS[k + 2 * kind - 1]), count(KEYS[k + 2 * kind])
+      else
+        current = count(KEYS[k + kind + 2])
+      end
+      if previous * (1 - elapsed) + current + 1 > limit + 1e-6 then
+        return {i + 1, kind, previous, current}
+      end
+    end
+  end
+end
+for i = 0, #KEYS / 6 - 1 do
+  redis.call('INCR', KEYS[i * 6 + 1])
+  redis.call('EXPIRE', KEYS[i * 6 + 1], ttl)
+end
+return 0
+"""
+
+
+class RedisLimiter(Limiter):
+    """Counters in Redis, shared by every gateway process: admit is one EVALSHA, add_tokens one
+    pipelined round trip. Fails fast (one retry, no backoff) so a request is not held up; a burst
+    beyond ``max_connections`` waits up to ``timeout`` for a connection instead of failing. One
+    script touches the counters of several scopes, so this needs one Redis server, not a Cluster."""
+
+    def __init__(self, url: str, timeout: float = 1.0, max_connections: int = 50) -> None:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._redis = aioredis.Redis.from_pool(pool)
+        self._admit = self._redis.register_script(_ADMIT)
+
+    async def admit(self, limits: Sequence[Limit], now: float | None = None) -> Refusal | None:
+        active = [limit for limit in limits if limit.active]
+        if not active:
+            return None
+        w = _Windows.at(now)
+        keys = [k for limit in active for k in w.keys(limit.scope)]
+        args: list[str | int] = [repr(w.elapsed), _TTL_MINUTE]
+        args += [-1 if v is None else v for limit in active for v in limit.values]
+        try:
+            result = await self._admit(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+        if not result:
+            return None
+        index, kind, previous, current = cast(list[int], result)
+        return w.refusal(active[index - 1], _KINDS[kind - 1], previous, current)
+
+    async def add_tokens(
+        self, limits: Sequence[Limit], tokens: int, now: float | None = None
+    ) -> None:
+        active = [limit for limit in limits if limit.active]
+        if not active or tokens <= 0:
+            return
+        w = _Windows.at(now)
+        pipe = self._redis.pipeline(transaction=False)
+        for limit in active:
+            names = w.keys(limit.scope)
+            for key, ttl in ((names[2], _TTL_MINUTE), (names[4], _TTL_DAY), (names[5], _TTL_MONTH)):
+                pipe.incrby(key, tokens)
+                pipe.expire(key, ttl)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+
+    async def snapshot(self, limit: Limit, now: float | None = None) -> dict[str, int]:
+        w = _Windows.at(now)
+        try:
+            values = await self._redis.mget(w.keys(limit.scope))
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+        return w.snapshot([int(v or 0) for v in values])
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _unavailable(exc: BaseException) -> LimiterUnavailable:
+    return LimiterUnavailable(f"the rate limiter's Redis server did not answer: {exc}")
+
+
+def build_limiter(redis_url: str | None) -> Limiter:
+    """The Redis limiter when a URL is configured (several gateway processes), else in process."""
+    return RedisLimiter(redis_url) if redis_url else MemoryLimiter()

@@ -1,0 +1,318 @@
+"""Forwarding one request to a replica: retries before the first byte, streams without buffering.
+
+* A request that cannot connect, or gets a 5xx, before any byte reached the client is retried
+  on another replica (``gateway_retries`` times); the failing replica is ejected for a while.
+* A stream is never retried once its first byte left: the client would see text twice.
+* Timeouts per model: connect, first byte (also the longest pause between stream chunks) and
+  total. A first-byte or total timeout before the answer started is a 504.
+* Streams ask the upstream for usage (``stream_options.include_usage``) so that streamed tokens
+  are metered; the final usage chunk is passed on only when the client asked for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from agora.gateway.directory import ModelEntry
+from agora.gateway.protocol import GatewayError, usage_of
+from agora.gateway.router import ReplicaState
+
+if TYPE_CHECKING:
+    from agora.gateway.app import Gateway
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_JSON = b"application/json"
+
+
+class Forwarder:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.router = gateway.router
+        self.retries = gateway.rt.settings.gateway_retries
+
+    async def forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        model: ModelEntry,
+        endpoint: str,
+        req: dict[str, Any],
+        body: bytes,
+    ) -> tuple[int, int, int]:
+        """Serve the request from a replica; returns (status, tokens in, tokens out)."""
+        stream = bool(req.get("stream"))
+        client_usage = False
+        if stream:
+            options = req.get("stream_options") or {}
+            client_usage = bool(options.get("include_usage"))
+            if not client_usage:
+                req["stream_options"] = {**options, "include_usage": True}
+        if stream and not client_usage or model.upstream_model != model.name:
+            req["model"] = model.upstream_model
+            body = orjson.dumps(req)
+        try:
+            async with asyncio.timeout(model.total_timeout):
+                return await self._attempts(
+                    send, receive, model, _PATHS[endpoint], body, stream, client_usage
+                )
+        except TimeoutError:
+            raise GatewayError(
+                504,
+                f"The model '{model.name}' did not answer within {model.total_timeout:g} s",
+                "upstream_timeout",
+            ) from None
+
+    async def _attempts(
+        self,
+        send: Send,
+        receive: Receive,
+        model: ModelEntry,
+        path: str,
+        body: bytes,
+        stream: bool,
+        client_usage: bool,
+    ) -> tuple[int, int, int]:
+        tried: list[str] = []
+        last_error = "no replica answered"
+        while len(tried) <= self.retries:
+            state = self.router.pick(model, tried)
+            if state is None:
+                if tried:
+                    break
+                model = await self._wait_for_replica(model)
+                continue
+            tried.append(state.replica.deployment_id)
+            self.router.started(model, state)
+            try:
+                outcome = await self._try(
+                    send, receive, model, state, path, body, stream, client_usage
+                )
+            finally:
+                self.router.finished(model, state)
+            if isinstance(outcome, str):
+                last_error = outcome
+                self.router.failed(state)
+                continue
+            self.router.succeeded(state)
+            return outcome
+        raise GatewayError(
+            503 if model.source == "deployment" else 502,
+            f"The model '{model.name}' could not answer: {last_error}",
+            "upstream_unavailable",
+            retry_after=5,
+        )
+
+    async def _wait_for_replica(self, model: ModelEntry) -> ModelEntry:
+        """No replica is ready: wait in the model's queue while one starts."""
+        from agora.gateway.router import QueueFull
+
+        models = self.gw.directory
+        try:
+            ready = await self.router.wait_ready(
+                model, model.queue_timeout, lambda: models.snapshot.models.get(model.name)
+            )
+        except QueueFull:
+            raise GatewayError(
+                503,
+                f"Too many requests are waiting for model '{model.name}' to start; retry shortly",
+                "queue_full",
+                retry_after=10,
+            ) from None
+        current = models.snapshot.models.get(model.name)
+        if not ready or current is None:
+            why = f" (the last replica failed: {model.last_failure})" if model.last_failure else ""
+            raise GatewayError(
+                503,
+                f"No replica of model '{model.name}' became ready within "
+                f"{model.queue_timeout:g} s{why}; retry later",
+                "no_capacity",
+                retry_after=30,
+            )
+        return current
+
+    async def _try(
+        self,
+        send: Send,
+        receive: Receive,
+        model: ModelEntry,
+        state: ReplicaState,
+        path: str,
+        body: bytes,
+        stream: bool,
+        client_usage: bool,
+    ) -> tuple[int, int, int] | str:
+        """One attempt. A string means it failed before the client saw a byte: retry."""
+        http = self.gw.http
+        assert http is not None
+        replica = state.replica
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        if replica.auth:
+            headers["Authorization"] = replica.auth
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=model.connect_timeout,
+            sock_connect=model.connect_timeout,
+            sock_read=model.first_byte_timeout,
+        )
+        url = replica.base_url + path
+        try:
+            response = await http.post(url, data=body, headers=headers, timeout=timeout)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            if isinstance(exc, aiohttp.ServerTimeoutError) and "connect" not in str(exc).lower():
+                raise _first_byte_timeout(model) from None
+            return f"{type(exc).__name__}: {exc}"
+        except TimeoutError:
+            raise _first_byte_timeout(model) from None
+        try:
+            status = response.status
+            if status >= 500:
+                with contextlib.suppress(Exception):
+                    await response.read()
+                return f"HTTP {status} from a replica"
+            if not stream or status != 200:
+                try:
+                    data = await response.read()
+                except (aiohttp.ClientError, OSError) as exc:
+                    return f"{type(exc).__name__}: {exc}"
+                except TimeoutError:
+                    raise _first_byte_timeout(model) from None
+                return await self._send_whole(send, model, status, response, data)
+            return await self._stream(send, receive, model, response, client_usage)
+        finally:
+            response.release()
+
+    async def _send_whole(
+        self,
+        send: Send,
+        model: ModelEntry,
+        status: int,
+        response: aiohttp.ClientResponse,
+        data: bytes,
+    ) -> tuple[int, int, int]:
+        tokens = (0, 0)
+        if status == 200:
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                obj = None
+            tokens = usage_of(obj)
+            if model.upstream_model != model.name and isinstance(obj, dict) and "model" in obj:
+                obj["model"] = model.name
+                data = orjson.dumps(obj)
+        ctype = response.headers.get("Content-Type", "application/json").encode("latin-1")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", ctype), (b"content-length", str(len(data)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
+        return status, tokens[0], tokens[1]
+
+    async def _stream(
+        self,
+        send: Send,
+        receive: Receive,
+        model: ModelEntry,
+        response: aiohttp.ClientResponse,
+        client_usage: bool,
+    ) -> tuple[int, int, int]:
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        tokens = (0, 0)
+        rename = None
+        if model.upstream_model != model.name:
+            rename = (
+                b'"model":' + orjson.dumps(model.upstream_model),
+                b'"model":' + orjson.dumps(model.name),
+            )
+        # The request body was read in full, so the next message is the client leaving.
+        watcher = asyncio.ensure_future(receive())
+        pending = b""
+        try:
+            async for chunk in response.content.iter_any():
+                if watcher.done():
+                    break  # the client went away: stop reading, which stops the upstream
+                if b"\r\n" in chunk:
+                    chunk = chunk.replace(b"\r\n", b"\n")
+                pending += chunk
+                cut = pending.rfind(b"\n\n")
+                if cut < 0:
+                    continue
+                ready, pending = pending[: cut + 2], pending[cut + 2 :]
+                if b'"usage"' in ready:
+                    ready, found = _take_usage(ready, client_usage)
+                    if found is not None:
+                        tokens = found
+                if rename is not None:
+                    ready = ready.replace(*rename)
+                if ready:
+                    await send({"type": "http.response.body", "body": ready, "more_body": True})
+            if pending:
+                await send({"type": "http.response.body", "body": pending, "more_body": True})
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            # The replica failed mid-stream: the client has text already, so no retry; end
+            # the stream with an error event it can show.
+            error = GatewayError(
+                502, "The model's replica failed during the answer", "stream_broken"
+            )
+            with contextlib.suppress(OSError, RuntimeError):
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": b"data: " + error.body() + b"\n\n",
+                        "more_body": True,
+                    }
+                )
+        finally:
+            watcher.cancel()
+        with contextlib.suppress(OSError, RuntimeError):
+            await send({"type": "http.response.body", "body": b""})
+        return 200, tokens[0], tokens[1]
+
+
+def _take_usage(events: bytes, client_usage: bool) -> tuple[bytes, tuple[int, int] | None]:
+    """Find the usage in complete SSE events; drop the usage-only chunk the client did not ask
+    for."""
+    out = []
+    found = None
+    for event in events.split(b"\n\n"):
+        if not event:
+            continue
+        if b'"usage"' in event and event.startswith(b"data: {"):
+            try:
+                obj = orjson.loads(event[6:])
+            except orjson.JSONDecodeError:
+                obj = None
+            if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
+                found = usage_of(obj)
+                if not obj.get("choices") and not client_usage:
+                    continue
+        out.append(event + b"\n\n")
+    return b"".join(out), found
+
+
+def _first_byte_timeout(model: ModelEntry) -> GatewayError:
+    return GatewayError(
+        504,
+        f"The model '{model.name}' did not start answering within {model.first_byte_timeout:g} s",
+        "upstream_timeout",
+    )
+
+
+_PATHS = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+}

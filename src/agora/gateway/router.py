@@ -1,0 +1,170 @@
+"""Which replica serves a request: least outstanding requests, health, ejection and waiting.
+
+Every replica of a model has a :class:`ReplicaState` here that outlives snapshot rebuilds:
+its outstanding requests (this process's), and until when it is left out after failing
+(passive ejection, doubling with consecutive failures) or after a failed active health check.
+When a model has no ready replica, requests wait here (a bounded queue per model) until one is
+ready or their wait is over; the autoscaler learns of them from :meth:`Router.load`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from agora.gateway.directory import ModelEntry, Replica, Snapshot
+
+
+@dataclass(slots=True)
+class ReplicaState:
+    replica: Replica
+    outstanding: int = 0
+    failures: int = 0
+    ejected_until: float = 0.0
+
+
+@dataclass(slots=True)
+class ModelLoad:
+    inflight: int = 0
+    queued: int = 0
+    last_request_at: float | None = None
+
+
+class QueueFull(Exception):
+    pass
+
+
+class Router:
+    def __init__(self, eject_seconds: float, max_queue: int) -> None:
+        self.eject_seconds = eject_seconds
+        self.max_queue = max_queue
+        self.states: dict[str, ReplicaState] = {}
+        self.loads: dict[int, ModelLoad] = {}
+        self._ready: dict[int, asyncio.Event] = {}
+        #: Called (no arguments) when a request starts waiting for a model with no replica.
+        self.on_demand: list[Callable[[], None]] = []
+
+    # --- snapshot sync ---------------------------------------------------------------------
+
+    def sync(self, snapshot: Snapshot) -> None:
+        """Adopt the replicas of a new snapshot, keeping the state of those that remain."""
+        seen: dict[str, ReplicaState] = {}
+        for model in snapshot.models.values():
+            for replica in model.replicas:
+                key = _key(model, replica)
+                state = self.states.get(key)
+                if state is None:
+                    state = ReplicaState(replica)
+                else:
+                    state.replica = replica
+                seen[key] = state
+            if any(not r.draining for r in model.replicas):
+                event = self._ready.get(model.id)
+                if event is not None:
+                    event.set()
+        # Replicas that left keep their state while requests are still on them.
+        for key, state in self.states.items():
+            if key not in seen and state.outstanding > 0:
+                seen[key] = state
+        self.states = seen
+
+    # --- choosing ----------------------------------------------------------------------------
+
+    def candidates(self, model: ModelEntry, exclude: Iterable[str] = ()) -> list[ReplicaState]:
+        now = time.monotonic()
+        skip = set(exclude)
+        usable: list[ReplicaState] = []
+        ejected: list[ReplicaState] = []
+        for replica in model.replicas:
+            if replica.draining or replica.deployment_id in skip:
+                continue
+            state = self.states.get(_key(model, replica))
+            if state is None:
+                state = self.states[_key(model, replica)] = ReplicaState(replica)
+            (ejected if state.ejected_until > now else usable).append(state)
+        # Panic mode: when every replica is ejected, try them anyway rather than refuse.
+        return usable or ejected
+
+    def pick(self, model: ModelEntry, exclude: Iterable[str] = ()) -> ReplicaState | None:
+        best: ReplicaState | None = None
+        for state in self.candidates(model, exclude):
+            if best is None or state.outstanding < best.outstanding:
+                best = state
+        return best
+
+    def has_ready(self, model: ModelEntry) -> bool:
+        return any(not r.draining for r in model.replicas)
+
+    async def wait_ready(
+        self, model: ModelEntry, timeout: float, current: Callable[[], ModelEntry | None]
+    ) -> bool:
+        """Wait (queued) until the model has a ready replica; False when the wait ran out.
+
+        ``current`` returns the model's entry in the latest snapshot.
+        """
+        load = self.load(model.id)
+        if load.queued >= self.max_queue:
+            raise QueueFull
+        load.queued += 1
+        for callback in self.on_demand:
+            callback()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                entry = current()
+                if entry is not None and self.has_ready(entry):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                event = self._ready.get(model.id)
+                if event is None or event.is_set():
+                    event = self._ready[model.id] = asyncio.Event()
+                try:
+                    await asyncio.wait_for(event.wait(), left)
+                except TimeoutError:
+                    return False
+        finally:
+            load.queued -= 1
+
+    # --- accounting --------------------------------------------------------------------------
+
+    def load(self, model_id: int) -> ModelLoad:
+        load = self.loads.get(model_id)
+        if load is None:
+            load = self.loads[model_id] = ModelLoad()
+        return load
+
+    def started(self, model: ModelEntry, state: ReplicaState) -> None:
+        state.outstanding += 1
+        load = self.load(model.id)
+        load.inflight += 1
+        load.last_request_at = time.time()
+
+    def finished(self, model: ModelEntry, state: ReplicaState) -> None:
+        state.outstanding -= 1
+        self.load(model.id).inflight -= 1
+
+    def failed(self, state: ReplicaState) -> None:
+        """Passive ejection: leave the replica out, longer after each consecutive failure."""
+        state.failures += 1
+        backoff = self.eject_seconds * (2 ** min(state.failures - 1, 5))
+        state.ejected_until = time.monotonic() + backoff
+
+    def succeeded(self, state: ReplicaState) -> None:
+        if state.failures:
+            state.failures = 0
+            state.ejected_until = 0.0
+
+    def per_replica(self, model: ModelEntry) -> dict[str, int]:
+        return {
+            r.deployment_id: self.states[_key(model, r)].outstanding
+            for r in model.replicas
+            if _key(model, r) in self.states
+        }
+
+
+def _key(model: ModelEntry, replica: Replica) -> str:
+    return f"{model.id}:{replica.deployment_id}"

@@ -1,0 +1,123 @@
+"""A live Agora with its gateway, fake OpenAI upstreams, and helpers to drive them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.conftest import ADMIN_KEY, ADMIN_PASSWORD
+from tests.deployments.conftest import Platform, platform_factory  # noqa: F401 - fixture
+from tests.servers import free_port, wait_for_port
+
+HERE = Path(__file__).parent
+FAKE = str(HERE / "fake_upstream.py")
+UPSTREAM_KEY = "sk-upstream-test-key"
+
+
+@dataclass
+class Gateway:
+    platform: Platform
+    _session: str | None = None
+    keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.platform.url + "/v1"
+
+    def api(self, method: str, path: str, token: str = ADMIN_KEY, **kw: Any) -> Any:
+        return self.platform.api(method, path, token, **kw)
+
+    def session(self) -> str:
+        if self._session is None:
+            r = self.platform.http.post(
+                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+            )
+            assert r.status_code == 200, r.text
+            self._session = r.json()["token"]
+        return self._session
+
+    def add_model(self, **spec: Any) -> dict:
+        spec.setdefault("public", True)
+        r = self.api("POST", "/models", json=spec)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    def external(self, name: str, upstream_url: str, **spec: Any) -> dict:
+        return self.add_model(
+            name=name,
+            source="external",
+            external_url=upstream_url,
+            external_key=UPSTREAM_KEY,
+            upstream_model=spec.pop("upstream_model", "fake"),
+            **spec,
+        )
+
+    def key(self, project: str = "default", scopes: tuple[str, ...] = ("inference",),
+            name: str = "k") -> tuple[int, str]:
+        r = self.api(
+            "POST", f"/projects/{project}/keys", self.session(),
+            json={"name": name, "scopes": list(scopes)},
+        )
+        assert r.status_code == 201, r.text
+        return r.json()["id"], r.json()["secret"]
+
+    def client(self, key: str, **kw: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url, api_key=key, max_retries=0, **kw)
+
+    def usage(self, **params: Any) -> list[dict]:
+        r = self.api("GET", "/usage", params={"bucket_minutes": 1, **params})
+        assert r.status_code == 200, r.text
+        return list(r.json())
+
+    def wait_usage(self, requests: int, timeout: float = 10, **params: Any) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.usage(**params)
+            if sum(r["requests"] for r in rows) >= requests or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def upstreams() -> Iterator[Callable[..., str]]:
+    """Start fake upstream processes; each call returns its OpenAI base URL."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, key: str = UPSTREAM_KEY) -> str:
+        port = free_port()
+        proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, FAKE, "--port", str(port), "--key", key, *args],
+        )
+        procs.append(proc)
+        wait_for_port("127.0.0.1", port)
+        return f"http://127.0.0.1:{port}/v1"
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def gateway_factory(platform_factory: Callable[..., Platform]) -> Callable[..., Gateway]:  # noqa: F811
+    def make(**overrides: Any) -> Gateway:
+        overrides.setdefault("template_dirs", [HERE / "templates"])
+        overrides.setdefault("gateway_load_report_seconds", 0.2)
+        overrides.setdefault("gateway_health_interval", 0.5)
+        overrides.setdefault("gateway_eject_seconds", 2)
+        return Gateway(platform_factory(**overrides))
+
+    return make
+
+
+@pytest.fixture
+def gw(gateway_factory: Callable[..., Gateway]) -> Gateway:
+    return gateway_factory()

@@ -60,10 +60,13 @@ class Gateway:
             **spec,
         )
 
-    def key(self, project: str = "default", scopes: tuple[str, ...] = ("inference",),
-            name: str = "k") -> tuple[int, str]:
+    def key(
+        self, project: str = "default", scopes: tuple[str, ...] = ("inference",), name: str = "k"
+    ) -> tuple[int, str]:
         r = self.api(
-            "POST", f"/projects/{project}/keys", self.session(),
+            "POST",
+            f"/projects/{project}/keys",
+            self.session(),
             json={"name": name, "scopes": list(scopes)},
         )
         assert r.status_code == 201, r.text

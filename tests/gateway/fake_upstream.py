@@ -38,7 +38,9 @@ def build(args: argparse.Namespace) -> web.Application:
         return web.Response(text="ok")
 
     async def models(_request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": args.model, "object": "model"}]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": args.model, "object": "model"}]}
+        )
 
     async def complete(request: web.Request) -> web.StreamResponse:
         req = await request.json()
@@ -48,12 +50,20 @@ def build(args: argparse.Namespace) -> web.Application:
             return error(404, f"fake upstream serves {args.model}, not {req.get('model')}")
         await asyncio.sleep(args.delay)
         chat = request.path.endswith("/chat/completions")
-        usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
+        usage = {
+            "prompt_tokens": 7,
+            "completion_tokens": len(words),
+            "total_tokens": 7 + len(words),
+        }
         text = args.name + "".join(words)
         created = int(time.time())
         if not req.get("stream"):
             choice = (
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
                 if chat
                 else {"index": 0, "text": text, "finish_reason": "stop"}
             )
@@ -77,7 +87,13 @@ def build(args: argparse.Namespace) -> web.Application:
                 choice = {"index": 0, "delta": delta, "finish_reason": finish}
             else:
                 choice = {"index": 0, "text": piece or "", "finish_reason": finish}
-            obj = {"id": "c1", "object": kind, "created": created, "model": args.model, "choices": [choice]}
+            obj = {
+                "id": "c1",
+                "object": kind,
+                "created": created,
+                "model": args.model,
+                "choices": [choice],
+            }
             return b"data: " + orjson.dumps(obj) + b"\n\n"
 
         for piece in [args.name, *words]:
@@ -85,7 +101,14 @@ def build(args: argparse.Namespace) -> web.Application:
             await asyncio.sleep(args.chunk_delay)
         await response.write(chunk(None, "stop"))
         if (req.get("stream_options") or {}).get("include_usage"):
-            obj = {"id": "c1", "object": kind, "created": created, "model": args.model, "choices": [], "usage": usage}
+            obj = {
+                "id": "c1",
+                "object": kind,
+                "created": created,
+                "model": args.model,
+                "choices": [],
+                "usage": usage,
+            }
             await response.write(b"data: " + orjson.dumps(obj) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
@@ -101,7 +124,9 @@ def build(args: argparse.Namespace) -> web.Application:
             for i, x in enumerate(inputs)
         ]
         usage = {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}
-        return web.json_response({"object": "list", "data": data, "model": args.model, "usage": usage})
+        return web.json_response(
+            {"object": "list", "data": data, "model": args.model, "usage": usage}
+        )
 
     app = web.Application(middlewares=[auth])
     app.router.add_get("/health", health)

@@ -115,7 +115,10 @@ def test_malformed_requests_get_400_and_large_ones_413(gw: Gateway, fake: str) -
         (b'{"model": "chat-model"}', "'messages'"),
         (b'{"model": "chat-model", "messages": [{"content": "x"}]}', "'role'"),
         (b'{"model": "chat-model", "messages": [], "stream": "yes"}', "'stream'"),
-        (b'{"model": "chat-model", "messages": [{"role": "user"}], "max_tokens": -1}', "max_tokens"),
+        (
+            b'{"model": "chat-model", "messages": [{"role": "user"}], "max_tokens": -1}',
+            "max_tokens",
+        ),
         (b'{"model": "embed-model", "messages": [{"role": "user"}]}', "/v1/embeddings"),
     ]
     for body, words in cases:
@@ -125,7 +128,11 @@ def test_malformed_requests_get_400_and_large_ones_413(gw: Gateway, fake: str) -
         assert r.json()["error"]["type"] == "invalid_request_error"
     with pytest.raises(openai.BadRequestError):
         gw.client(key).chat.completions.create(model="chat-model", messages=[])
-    big = b'{"model": "chat-model", "messages": [{"role": "user", "content": "' + b"x" * 9_000_000 + b'"}]}'
+    big = (
+        b'{"model": "chat-model", "messages": [{"role": "user", "content": "'
+        + b"x" * 9_000_000
+        + b'"}]}'
+    )
     r = httpx.post(gw.url + "/chat/completions", content=big, headers=auth)
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "request_too_large"

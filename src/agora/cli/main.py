@@ -21,7 +21,7 @@ from agora.cli.deployments import deploy, logs, ps, rm, stop
 from agora.cli.keys import keys
 from agora.cli.projects import members, projects
 from agora.cli.quota import quota
-from agora.cli.server import up
+from agora.cli.server import gateway, up
 from agora.cli.templates import templates
 from agora.cli.users import users
 
@@ -64,6 +64,7 @@ def _root(
 
 
 app.command("up", help="Run the Agora server here (migrate, first admin, serve).")(up)
+app.command("gateway", help="Run an extra gateway process (/v1 only) for scale-out.")(gateway)
 app.command("login", help="Sign in and store a token for the next commands.")(session.login)
 app.command("logout", help="End the stored session and forget its token.")(session.logout)
 app.command("whoami", help="Show who you are signed in as: scopes, projects, roles.")(

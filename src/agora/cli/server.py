@@ -139,6 +139,54 @@ def up(
         runtime.db.dispose()
 
 
+def gateway(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: AGORA_HOST or 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port to listen on (default: AGORA_PORT or 8000)."),
+    ] = None,
+) -> None:
+    """Run an extra gateway process (/v1 only) on the control plane's database.
+
+    For scale-out: run several behind a load balancer, with AGORA_REDIS_URL so that they share
+    rate limits. `agora up` serves the gateway too; this process adds capacity.
+    """
+    settings = load_settings(host=host, port=port)
+    _check_port_free(settings.host, settings.port)
+    from agora.gateway.app import standalone
+    from agora.migrations import current_revision
+    from agora.runtime import Runtime
+
+    runtime = Runtime.create(settings)
+    if current_revision(runtime.db) is None:
+        raise typer.BadParameter(
+            "The database has no Agora schema yet: start the control plane (agora up) first"
+        )
+    console.fields(
+        f"Agora gateway {__version__}",
+        [
+            ("URL", f"http://{settings.host}:{settings.port}/v1"),
+            ("Database", describe_database(str(settings.database_url))),
+            ("Limits", "Redis" if settings.redis_url else "in this process"),
+        ],
+    )
+    sys.stdout.flush()
+    import uvicorn
+
+    try:
+        uvicorn.run(
+            standalone(runtime),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            lifespan="on",
+        )
+    finally:
+        runtime.db.dispose()
+
+
 def _prepare(settings: Settings) -> tuple[Runtime, FastAPI, BootstrapResult | None]:
     from sqlalchemy.exc import SQLAlchemyError
 

@@ -328,3 +328,39 @@ class GatewayDispatch:
             await self.gateway(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def standalone(runtime: Runtime) -> Any:
+    """A gateway-only ASGI app (``agora gateway``): ``/v1/*`` and a health check, nothing else.
+    Several of these scale out behind a load balancer; they share the control plane's
+    database and, for limits, its Redis."""
+    gateway = Gateway(runtime)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    try:
+                        await gateway.start()
+                    except Exception as exc:  # report it: uvicorn exits with the message
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await gateway.stop()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        if scope["path"].startswith("/v1/"):
+            await gateway(scope, receive, send)
+            return
+        if scope["path"] == "/health":
+            body = orjson.dumps({"status": "ok", "gateway": gateway.id})
+            await send({"type": "http.response.start", "status": 200, "headers": _JSON})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await _send_error(send, GatewayError(404, "This gateway serves /v1/* only", "unknown_url"))
+
+    return app

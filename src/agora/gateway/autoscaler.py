@@ -241,8 +241,10 @@ class Autoscaler:
         if template is None:
             raise AgoraError(f"its template '{model.template}' no longer exists")
         inputs = dict(model.inputs or {})
-        if "served_name" in template.inputs and "served_name" not in inputs:
+        if "served_name" in template.inputs and not inputs.get("served_name"):
             inputs["served_name"] = model.upstream_model or model.name
+        if "model_kind" in template.inputs:
+            inputs["model_kind"] = model.kind  # the model's kind decides, not a default
         dep = deployments.create(
             self._ctx(db, model),
             model.project.name,

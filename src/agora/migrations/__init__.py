@@ -21,3 +21,11 @@ def alembic_config(db: Database) -> Config:
 
 def upgrade(db: Database, revision: str = "head") -> None:
     command.upgrade(alembic_config(db), revision)
+
+
+def current_revision(db: Database) -> str | None:
+    """The schema revision the database is at, or None for an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
+    with db.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

@@ -123,7 +123,11 @@ class LocalBackend(Backend):
 
     def _alive(self, pid: int, job_id: str) -> bool:
         child = self._children.get(pid)
-        if child is not None and child.poll() is not None:
+        if child is not None:
+            # Our own child: poll() knows. (Its /proc cmdline is still ours between fork and
+            # exec, so the check below would call a just-started runner vanished.)
+            if child.poll() is None:
+                return True
             del self._children[pid]  # reaped
             return False
         try:

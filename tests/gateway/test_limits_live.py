@@ -1,0 +1,141 @@
+"""Limits through the live gateway: under 200 concurrent requests, and shared by two gateway
+processes through a real redis-server. Scale from zero on the real Slurm test cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_KEY
+from tests.deployments.test_slurm import slurm_backend
+from tests.gateway.conftest import FAKE, Gateway
+from tests.servers import free_port, wait_for_port
+from tests.slurm_cluster import SlurmCluster
+
+MSG = [{"role": "user", "content": "hello"}]
+SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+async def burst(urls: list[str], key: str, n: int, model: str = "chat-model") -> Counter[int]:
+    """n concurrent chat requests, spread over the gateway URLs; counts of status codes."""
+    statuses: Counter[int] = Counter()
+    limits = httpx.Limits(max_connections=n)
+    clients = [
+        httpx.AsyncClient(
+            base_url=u, headers={"Authorization": f"Bearer {key}"}, timeout=60, limits=limits
+        )
+        for u in urls
+    ]
+    start = asyncio.Event()
+
+    async def one(i: int) -> None:
+        await start.wait()
+        r = await clients[i % len(clients)].post(
+            "/chat/completions", json={"model": model, "messages": MSG}
+        )
+        statuses[r.status_code] += 1
+        if r.status_code == 429:
+            assert int(r.headers["retry-after"]) >= 1
+            assert r.json()["error"]["code"] == "rate_limit_exceeded"
+
+    tasks = [asyncio.create_task(one(i)) for i in range(n)]
+    await asyncio.sleep(0.1)
+    start.set()
+    await asyncio.gather(*tasks)
+    for c in clients:
+        await c.aclose()
+    return statuses
+
+
+def test_limits_hold_under_200_concurrent_requests(gw: Gateway, upstreams) -> None:
+    gw.external("chat-model", upstreams("--delay", "0.05"))
+    key_id, key = gw.key()
+    r = gw.api("PUT", f"/projects/default/keys/{key_id}/limits", gw.session(), json={"rpm": 57})
+    assert r.status_code == 200, r.text
+    statuses = asyncio.run(burst([gw.url], key, 200))
+    assert statuses == Counter({200: 57, 429: 143})
+    # The refused ones are metered as 429s, the admitted ones with their tokens.
+    rows = gw.wait_usage(200)
+    assert sum(r["requests"] for r in rows) == 200
+    assert sum(r["errors"] for r in rows) == 143
+    assert sum(r["tokens_out"] for r in rows) == 57 * 5
+
+
+@SQLITE
+def test_two_gateway_processes_share_limits_through_redis(
+    gateway_factory: Callable[..., Gateway], upstreams, redis_url: str, tmp_path: Path
+) -> None:
+    gw = gateway_factory(redis_url=redis_url)
+    gw.external("chat-model", upstreams())
+    _, key = gw.key()
+    r = gw.api("PUT", "/projects/default/limits", json={"rpm": 40})
+    assert r.status_code == 200, r.text
+    # A second gateway: its own process (`agora gateway`), same database and Redis.
+    port = free_port()
+    settings = gw.platform.settings
+    env = {
+        "AGORA_DATA_DIR": str(settings.data_dir),
+        "AGORA_DATABASE_URL": str(settings.database_url),
+        "AGORA_SECRET_KEY": settings.secret_key.get_secret_value() if settings.secret_key else "",
+        "AGORA_REDIS_URL": redis_url,
+        "AGORA_PORT": str(port),
+        "AGORA_LOG_LEVEL": "warning",
+        "PATH": "/usr/bin:/bin",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "agora.cli.main", "gateway"], env=env)  # noqa: S603
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60)
+        second = f"http://127.0.0.1:{port}/v1"
+        r = httpx.get(second + "/models", headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
+        assert [m["id"] for m in r.json()["data"]] == ["chat-model"]
+        statuses = asyncio.run(burst([gw.url, second], key, 100))
+        assert statuses == Counter({200: 40, 429: 60})
+        # The standalone gateway serves only /v1: the API stays with the control plane.
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 404
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@SQLITE
+def test_scale_from_zero_on_slurm(
+    gateway_factory: Callable[..., Gateway], cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    gw = gateway_factory(backends=[slurm_backend(cluster, tmp_path)])
+    gw.add_model(
+        name="on-slurm",
+        source="deployment",
+        template="fake-openai",
+        upstream_model="fake",
+        inputs={"script": FAKE, "served_name": "fake"},
+        backends=["hpc"],
+        queue_timeout=90,
+    )
+    _, key = gw.key()
+    started = time.monotonic()
+    r = httpx.post(
+        gw.url + "/chat/completions",
+        json={"model": "on-slurm", "messages": MSG},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    waited = time.monotonic() - started
+    status = gw.api("GET", "/models/on-slurm", ADMIN_KEY).json()
+    (replica,) = status["replicas"]
+    assert replica["backend"] == "hpc" and replica["state"] == "running"
+    assert r.json()["choices"][0]["message"]["content"].startswith(replica["id"])
+    assert waited < 60
+    # Slurm knows the job.
+    dep = gw.platform.get(replica["id"])
+    job_id = dep["attempts"][0]["job_id"].split("@")[0]
+    assert cluster.job_state(job_id) == "RUNNING"

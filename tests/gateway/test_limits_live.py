@@ -99,6 +99,20 @@ def test_two_gateway_processes_share_limits_through_redis(
         assert [m["id"] for m in r.json()["data"]] == ["chat-model"]
         statuses = asyncio.run(burst([gw.url, second], key, 100))
         assert statuses == Counter({200: 40, 429: 60})
+        # A key created and revoked on the control plane reaches the other process through the
+        # version row it polls (AGORA_GATEWAY_REFRESH_SECONDS, default 1 s).
+        r = gw.api("PUT", "/projects/default/limits", json={})
+        key_id2, key2 = gw.key(name="later")
+        headers = {"Authorization": f"Bearer {key2}"}
+        deadline = time.monotonic() + 5
+        while httpx.get(second + "/models", headers=headers).status_code != 200:
+            assert time.monotonic() < deadline, "the new key never reached the second gateway"
+            time.sleep(0.1)
+        gw.api("DELETE", f"/projects/default/keys/{key_id2}", gw.session())
+        deadline = time.monotonic() + 5
+        while httpx.get(second + "/models", headers=headers).status_code != 401:
+            assert time.monotonic() < deadline, "the revocation never reached the second gateway"
+            time.sleep(0.1)
         # The standalone gateway serves only /v1: the API stays with the control plane.
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 404
     finally:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -82,6 +83,23 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class AgoraApp(FastAPI):
+    """The FastAPI app, with ``/v1/*`` handed to the gateway before any middleware runs: the
+    inference hot path pays for none of the web app's layers."""
+
+    gateway: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.gateway is not None
+            and scope["type"] == "http"
+            and scope["path"].startswith("/v1/")
+        ):
+            await self.gateway(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or (runtime.settings if runtime else Settings())
     runtime = runtime or Runtime.create(settings)
@@ -118,7 +136,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             await asyncio.to_thread(runtime.key_usage.flush, runtime.db)
             await asyncio.to_thread(runtime.session_usage.flush, runtime.db)
 
-    app = FastAPI(
+    app = AgoraApp(
         title="Agora",
         version=__version__,
         description="AI on demand for research computing centres. Errors are "
@@ -130,6 +148,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.runtime = runtime
     app.state.gateway = gateway
+    app.gateway = gateway
     problems.install(app, on_forbidden=_audit_denied)
     for module in (
         auth_routes,
@@ -149,11 +168,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     oidc.install(app)
     proxy.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    if gateway is not None:
-        from agora.gateway.app import GatewayDispatch
-
-        # Outermost: /v1/* reaches the gateway before the web app's middleware and routing.
-        app.add_middleware(GatewayDispatch, gateway=gateway)
     return app
 
 

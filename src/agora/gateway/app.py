@@ -311,25 +311,6 @@ async def _send_error(send: Send, exc: GatewayError) -> None:
         await send({"type": "http.response.body", "body": exc.body()})
 
 
-class GatewayDispatch:
-    """Outermost ASGI layer of the app: ``/v1/*`` goes to the gateway before any of the web
-    app's middleware and routing runs."""
-
-    def __init__(self, app: Any, gateway: Gateway | None) -> None:
-        self.app = app
-        self.gateway = gateway
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self.gateway is not None
-            and scope["type"] == "http"
-            and scope["path"].startswith("/v1/")
-        ):
-            await self.gateway(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
 def standalone(runtime: Runtime) -> Any:
     """A gateway-only ASGI app (``agora gateway``): ``/v1/*`` and a health check, nothing else.
     Several of these scale out behind a load balancer; they share the control plane's

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run install test test-deps lint bench clean
+.PHONY: run install test test-deps lint bench bench-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Third-party browser code (Markdown, sanitiser, highlighting, charts) comes from the npm
+# registry at install time, into src/agora/web/static/vendor/ (not committed).
 install: $(STAMP)
+	scripts/web-assets.sh
 
 run: install
 	$(BIN)/agora up
@@ -27,8 +30,25 @@ test: install test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmarks compare Agora with the direct path in one run; figures go to docs/benchmarks.md.
-bench: install test-deps
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+# The other files in benchmarks/ are their helpers (an upstream, a load generator).
+BENCHMARKS ?= benchmarks/deploy_latency.py benchmarks/gateway_latency.py
+bench: install test-deps bench-deps
+	for b in $(BENCHMARKS); do $(BIN)/python $$b || exit 1; done
+
+# What the gateway benchmark needs besides Agora: wrk (Debian's package) for maximum
+# requests per second, and LiteLLM's proxy in a virtual environment of its own.
+LITELLM_VENV := benchmarks/.venv-litellm
+bench-deps: $(LITELLM_VENV)/.installed
+	@command -v wrk >/dev/null || { \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk; }
+
+$(LITELLM_VENV)/.installed: benchmarks/requirements-litellm.txt
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	printf '*\n' > $(LITELLM_VENV)/.gitignore
+	$(LITELLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(LITELLM_VENV)/bin/pip install --quiet -r benchmarks/requirements-litellm.txt
+	touch $@
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -26,6 +27,7 @@ from agora.gateway.router import ReplicaState
 if TYPE_CHECKING:
     from agora.gateway.app import Gateway
 
+log = logging.getLogger("agora.gateway")
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -171,7 +173,15 @@ class Forwarder:
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
             if isinstance(exc, aiohttp.ServerTimeoutError) and "connect" not in str(exc).lower():
                 raise _first_byte_timeout(model) from None
-            return f"{type(exc).__name__}: {exc}"
+            # The upstream's address is the operators' business: log it, tell the caller less.
+            log.warning(
+                "model %s, replica %s: %s: %s",
+                model.name,
+                replica.deployment_id,
+                type(exc).__name__,
+                exc,
+            )
+            return "its server could not be reached"
         except TimeoutError:
             raise _first_byte_timeout(model) from None
         try:
@@ -184,7 +194,14 @@ class Forwarder:
                 try:
                     data = await response.read()
                 except (aiohttp.ClientError, OSError) as exc:
-                    return f"{type(exc).__name__}: {exc}"
+                    log.warning(
+                        "model %s, replica %s: %s: %s",
+                        model.name,
+                        replica.deployment_id,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    return "its server broke the connection"
                 except TimeoutError:
                     raise _first_byte_timeout(model) from None
                 return await self._send_whole(send, model, status, response, data)

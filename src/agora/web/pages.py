@@ -12,6 +12,7 @@ from agora.web import (
     routes_auth,
     routes_deployments,
     routes_keys,
+    routes_models,
     routes_projects,
 )
 from agora.web.render import STATIC_DIR, make_templates
@@ -27,6 +28,7 @@ def install(app: FastAPI) -> None:
         routes_projects,
         routes_keys,
         routes_deployments,
+        routes_models,
         routes_admin,
     ):
         app.include_router(module.router)

@@ -19,6 +19,7 @@ from agora.cli.config_cmd import config_app
 from agora.cli.console import CliError
 from agora.cli.deployments import deploy, logs, ps, rm, stop
 from agora.cli.keys import keys
+from agora.cli.models import limits, models, usage
 from agora.cli.projects import members, projects
 from agora.cli.quota import quota
 from agora.cli.server import gateway, up
@@ -84,6 +85,9 @@ app.command("logs", help="Print (or follow) a deployment's output.")(logs)
 app.command("stop", help="Stop a deployment.")(stop)
 app.command("rm", help="Delete an ended deployment.")(rm)
 app.add_typer(quota, name="quota", help="A project's deployment quota: show, set.")
+app.add_typer(models, name="models", help="Gateway models: list, show, add, set, grant, rm.")
+app.add_typer(limits, name="limits", help="Gateway rate and token limits: show, set.")
+app.command("usage", help="Gateway requests and tokens over time.")(usage)
 
 
 def main() -> None:

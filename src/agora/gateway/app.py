@@ -175,7 +175,8 @@ class Gateway:
             )
             self._meter(caller, model, endpoint, tokens_in, tokens_out, started, status, req)
             if limits and (tokens_in or tokens_out):
-                self.spawn(self._add_tokens(limits, tokens_in + tokens_out))
+                # The answer is sent already: metering here delays nobody.
+                await self._add_tokens(limits, tokens_in + tokens_out)
         except GatewayError as exc:
             await _send_error(send, exc)
 

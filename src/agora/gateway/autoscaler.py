@@ -65,6 +65,12 @@ class Autoscaler:
     def step(self) -> bool:
         """One pass over every model; True when it created or stopped something."""
         changed = False
+        with self.rt.db.session() as db:  # a read first: no write lock while nothing is scaled
+            if (
+                db.scalar(select(GatewayModel.id).where(GatewayModel.source == "deployment"))
+                is None
+            ):
+                return False
         with self.rt.db.transaction() as db:
             models = db.scalars(
                 select(GatewayModel).where(

@@ -25,6 +25,7 @@ from agora.gateway.limits import Limit, Limiter, LimiterUnavailable, build_limit
 from agora.gateway.protocol import ENDPOINTS, GatewayError, parse_request, refused
 from agora.gateway.proxy import Forwarder
 from agora.gateway.router import Router
+from agora.gateway.upstream import Client as UpstreamClient
 from agora.gateway.usage import Usage, UsageRecorder
 from agora.runtime import Runtime
 
@@ -45,6 +46,7 @@ class Gateway:
         self.limiter: Limiter = build_limiter(None)
         self.usage = UsageRecorder(runtime.db)
         self.http: aiohttp.ClientSession | None = None
+        self.upstream = UpstreamClient()
         self.forwarder: Forwarder | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -63,6 +65,7 @@ class Gateway:
             skip_auto_headers=("User-Agent",),
         )
         self.forwarder = Forwarder(self)
+        self.upstream = UpstreamClient()
         # Redis clients belong to one event loop: a fresh limiter for each start.
         self.limiter = build_limiter(self.rt.settings.redis_url)
         self._demand = asyncio.Event()
@@ -89,6 +92,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        self.upstream.close()
         if self.http is not None:
             await self.http.close()
             self.http = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -23,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from agora.gateway.directory import ModelEntry
 from agora.gateway.protocol import GatewayError, usage_of
 from agora.gateway.router import ReplicaState
+from agora.gateway.upstream import BrokenResponse, UpstreamError
 
 if TYPE_CHECKING:
     from agora.gateway.app import Gateway
@@ -155,6 +157,10 @@ class Forwarder:
         client_usage: bool,
     ) -> tuple[int, int, int] | str:
         """One attempt. A string means it failed before the client saw a byte: retry."""
+        if state.replica.base_url.startswith("http://"):
+            return await self._try_lean(
+                send, receive, model, state, path, body, stream, client_usage
+            )
         http = self.gw.http
         assert http is not None
         replica = state.replica
@@ -204,8 +210,58 @@ class Forwarder:
                     return "its server broke the connection"
                 except TimeoutError:
                     raise _first_byte_timeout(model) from None
-                return await self._send_whole(send, model, status, response, data)
-            return await self._stream(send, receive, model, response, client_usage)
+                ctype = response.headers.get("Content-Type", "application/json")
+                return await self._send_whole(send, model, status, ctype.encode("latin-1"), data)
+            chunks = response.content.iter_any()
+            return await self._stream(send, receive, model, chunks, client_usage)
+        finally:
+            response.release()
+
+    async def _try_lean(
+        self,
+        send: Send,
+        receive: Receive,
+        model: ModelEntry,
+        state: ReplicaState,
+        path: str,
+        body: bytes,
+        stream: bool,
+        client_usage: bool,
+    ) -> tuple[int, int, int] | str:
+        """One attempt over the lean client (plain-HTTP replicas)."""
+        replica = state.replica
+        try:
+            response = await self.gw.upstream.post(
+                replica.base_url,
+                path,
+                body,
+                replica.auth,
+                model.connect_timeout,
+                model.first_byte_timeout,
+            )
+        except (UpstreamError, BrokenResponse) as exc:
+            log.warning("model %s, replica %s: %s", model.name, replica.deployment_id, exc)
+            return "its server could not be reached"
+        except TimeoutError:
+            raise _first_byte_timeout(model) from None
+        try:
+            status = response.status
+            if status >= 500:
+                with contextlib.suppress(Exception):
+                    await response.read(model.first_byte_timeout)
+                return f"HTTP {status} from a replica"
+            if not stream or status != 200:
+                try:
+                    data = await response.read(model.first_byte_timeout)
+                except (UpstreamError, BrokenResponse) as exc:
+                    log.warning("model %s, replica %s: %s", model.name, replica.deployment_id, exc)
+                    return "its server broke the connection"
+                except TimeoutError:
+                    raise _first_byte_timeout(model) from None
+                ctype = response.header(b"content-type") or b"application/json"
+                return await self._send_whole(send, model, status, ctype, data)
+            chunks = response.iter_chunks(model.first_byte_timeout)
+            return await self._stream(send, receive, model, chunks, client_usage)
         finally:
             response.release()
 
@@ -214,7 +270,7 @@ class Forwarder:
         send: Send,
         model: ModelEntry,
         status: int,
-        response: aiohttp.ClientResponse,
+        ctype: bytes,
         data: bytes,
     ) -> tuple[int, int, int]:
         tokens = (0, 0)
@@ -227,7 +283,6 @@ class Forwarder:
             if model.upstream_model != model.name and isinstance(obj, dict) and "model" in obj:
                 obj["model"] = model.name
                 data = orjson.dumps(obj)
-        ctype = response.headers.get("Content-Type", "application/json").encode("latin-1")
         await send(
             {
                 "type": "http.response.start",
@@ -243,7 +298,7 @@ class Forwarder:
         send: Send,
         receive: Receive,
         model: ModelEntry,
-        response: aiohttp.ClientResponse,
+        chunks: AsyncIterator[bytes],
         client_usage: bool,
     ) -> tuple[int, int, int]:
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
@@ -258,7 +313,7 @@ class Forwarder:
         watcher = asyncio.ensure_future(receive())
         pending = b""
         try:
-            async for chunk in response.content.iter_any():
+            async for chunk in chunks:
                 if watcher.done():
                     break  # the client went away: stop reading, which stops the upstream
                 if b"\r\n" in chunk:
@@ -278,7 +333,7 @@ class Forwarder:
                     await send({"type": "http.response.body", "body": ready, "more_body": True})
             if pending:
                 await send({"type": "http.response.body", "body": pending, "more_body": True})
-        except (aiohttp.ClientError, OSError, TimeoutError):
+        except (aiohttp.ClientError, OSError, TimeoutError, BrokenResponse, UpstreamError):
             # The replica failed mid-stream: the client has text already, so no retry; end
             # the stream with an error event it can show.
             error = GatewayError(

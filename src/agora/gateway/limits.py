@@ -22,6 +22,7 @@ of windows without a limit too); a limit with no field set is ignored.
 from __future__ import annotations
 
 import abc
+import functools
 import math
 import threading
 import time
@@ -97,25 +98,20 @@ class _Windows:
     def at(cls, now: float | None) -> _Windows:
         now = time.time() if now is None else now
         minute = math.floor(now / 60)
-        t = datetime.fromtimestamp(now, UTC)
-        next_month = datetime(t.year + t.month // 12, t.month % 12 + 1, 1, tzinfo=UTC)
+        day = math.floor(now / 86400)
+        month, month_end = _month_of(day)
         return cls(
             now=now,
             minute=minute,
             elapsed=(now - minute * 60) / 60,
-            day=math.floor(now / 86400),
-            month=t.year * 12 + t.month - 1,
-            month_end=next_month.timestamp(),
+            day=day,
+            month=month,
+            month_end=month_end,
         )
 
     def keys(self, scope: str) -> list[str]:
         """Counter names: requests (this, last minute), tokens (same), tokens of day, of month."""
-        p = f"{_PREFIX}{scope}:"
-        m = self.minute
-        return [
-            f"{p}r:{m}", f"{p}r:{m - 1}", f"{p}t:{m}", f"{p}t:{m - 1}",
-            f"{p}d:{self.day}", f"{p}m:{self.month}",
-        ]  # fmt: skip
+        return _keys(scope, self.minute, self.day, self.month)
 
     def estimate(self, previous: int, current: int) -> float:
         return previous * (1 - self.elapsed) + current
@@ -162,6 +158,25 @@ class _Windows:
             "tokens_day": counts[4],
             "tokens_month": counts[5],
         }
+
+
+@functools.lru_cache(maxsize=8)
+def _month_of(day: int) -> tuple[int, float]:
+    """The month (year * 12 + month - 1) a UTC day falls in, and when that month ends."""
+    t = datetime.fromtimestamp(day * 86400, UTC)
+    next_month = datetime(t.year + t.month // 12, t.month % 12 + 1, 1, tzinfo=UTC)
+    return t.year * 12 + t.month - 1, next_month.timestamp()
+
+
+@functools.lru_cache(maxsize=4096)
+def _keys(scope: str, minute: int, day: int, month: int) -> list[str]:
+    # Cached: the request path asks for the same names many times a minute. Callers must not
+    # change the list.
+    p = f"{_PREFIX}{scope}:"
+    return [
+        f"{p}r:{minute}", f"{p}r:{minute - 1}", f"{p}t:{minute}", f"{p}t:{minute - 1}",
+        f"{p}d:{day}", f"{p}m:{month}",
+    ]  # fmt: skip
 
 
 def _duration(seconds: int) -> str:

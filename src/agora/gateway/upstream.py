@@ -139,7 +139,8 @@ class Response:
             if not self._chunks:
                 self._waiter = self._loop.create_future()
                 try:
-                    await asyncio.wait_for(self._waiter, read_timeout)
+                    async with asyncio.timeout(read_timeout):  # no task, unlike wait_for
+                        await self._waiter
                 except TimeoutError:
                     self.conn.close()
                     raise
@@ -263,7 +264,8 @@ class Client:
                 if conn.closed or conn.transport is None or conn.transport.is_closing():
                     raise UpstreamError("the upstream closed the connection")
                 conn.transport.write(head + body)
-                await asyncio.wait_for(response.head, first_byte_timeout)
+                async with asyncio.timeout(first_byte_timeout):
+                    await response.head
                 return response
             except UpstreamError:
                 conn.response = None

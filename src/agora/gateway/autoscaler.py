@@ -122,6 +122,8 @@ class Autoscaler:
         ).all()
         reps = [d for d in reps if d.desired == "running"]
         changed = self._replace(db, model, reps, demand, memory, now)
+        if changed:
+            return True  # replicas came or went: judge the load again next cycle
         being_replaced = set(memory.replacing)
         serving = [d for d in reps if d.draining_since is None and d.id not in being_replaced]
         want = math.ceil((demand.inflight + demand.queued) / max(1, model.target_inflight))
@@ -202,6 +204,10 @@ class Autoscaler:
             if dep.state != DeploymentState.running or dep.started_at is None:
                 continue
             if dep.id in memory.replacing:
+                continue
+            lifetime = dep.time_limit_minutes * 60
+            if lifetime <= 2 * model.replace_before_seconds:
+                # Its replacement would be due at once too: an endless chain. Let it end.
                 continue
             ends = dep.started_at + dt.timedelta(minutes=dep.time_limit_minutes)
             if (ends - now).total_seconds() <= model.replace_before_seconds:

@@ -43,6 +43,7 @@ class Router:
         self.states: dict[str, ReplicaState] = {}
         self.loads: dict[int, ModelLoad] = {}
         self._ready: dict[int, asyncio.Event] = {}
+        self._turn = 0
         #: Called (no arguments) when a request starts waiting for a model with no replica.
         self.on_demand: list[Callable[[], None]] = []
 
@@ -88,9 +89,17 @@ class Router:
         return usable or ejected
 
     def pick(self, model: ModelEntry, exclude: Iterable[str] = ()) -> ReplicaState | None:
-        best: ReplicaState | None = None
-        for state in self.candidates(model, exclude):
-            if best is None or state.outstanding < best.outstanding:
+        """The candidate with the fewest outstanding requests; ties go round-robin, so that
+        requests one after another spread too."""
+        candidates = self.candidates(model, exclude)
+        if not candidates:
+            return None
+        self._turn += 1
+        n = len(candidates)
+        best = candidates[self._turn % n]
+        for i in range(1, n):
+            state = candidates[(self._turn + i) % n]
+            if state.outstanding < best.outstanding:
                 best = state
         return best
 

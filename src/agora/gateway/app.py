@@ -49,7 +49,6 @@ class Gateway:
         self.upstream = UpstreamClient()
         self.forwarder: Forwarder | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[Any]] = set()
         self._demand = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -88,9 +87,6 @@ class Gateway:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for task in list(self._background):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
         self._tasks = []
         self.upstream.close()
         if self.http is not None:
@@ -99,12 +95,6 @@ class Gateway:
         await self.limiter.close()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.usage.flush)
-
-    def spawn(self, coro: Any) -> None:
-        """Run work off the response path, keeping a reference until it is done."""
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     # --- requests ----------------------------------------------------------------------------
 

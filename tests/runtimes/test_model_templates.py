@@ -132,6 +132,25 @@ def test_vllm_asks_slurm_for_its_gpus(tmp_path: Path) -> None:
     batch = SlurmBackend(config, Settings(data_dir=tmp_path)).render(spec, "d1-1")
     assert "#SBATCH --gres=gpu:4\n" in batch
     assert "#SBATCH --cpus-per-task=8\n" in batch
+    typed = rendered("vllm", {"model": "m", "gpus": 2, "gpu_type": "a100"})
+    assert typed.resources.gpu_type == "a100"
+    spec = JobSpec(
+        deployment_id="d2",
+        kind="service",
+        script=typed.script,
+        env=typed.env,
+        resources=typed.resources,
+        project="bio",
+    )
+    batch = SlurmBackend(config, Settings(data_dir=tmp_path)).render(spec, "d2-1")
+    assert "#SBATCH --gres=gpu:a100:2\n" in batch
+
+
+def test_a_gpu_type_outside_the_pattern_is_refused() -> None:
+    from agora.errors import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        rendered("vllm", {"model": "m", "gpu_type": "a100\n#SBATCH --uid=0"})
 
 
 def test_openai_cpu_command_line(tmp_path: Path) -> None:

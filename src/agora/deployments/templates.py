@@ -88,6 +88,8 @@ class ResourceSpec(BaseModel):
     cpus: Expr = 1
     memory_mb: Expr = 1024
     gpus: Expr = 0
+    #: A GPU model for the scheduler (Slurm's gres type), a literal or "{{ expression }}"; an
+    #: empty result means any GPU.
     gpu_type: str | None = None
     time_limit_minutes: Expr = 60
 
@@ -303,6 +305,23 @@ def _evaluate(field: str, expr: Expr, context: dict[str, Any], low: int, high: i
     return int(value)
 
 
+def _gpu_type(expr: str | None, context: dict[str, Any]) -> str | None:
+    """The GPU type, rendered from inputs; it ends up in a batch-script line, so it is checked."""
+    if expr is None:
+        return None
+    try:
+        value = _env.from_string(expr).render(context).strip()
+    except TemplateError as exc:
+        raise InvalidInput(f"resources.gpu_type: '{expr}' could not be rendered ({exc})") from exc
+    if not value:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", value):
+        raise InvalidInput(
+            f"resources.gpu_type: '{value}' is not a GPU type (letters, digits, '_', '.', '-')"
+        )
+    return value
+
+
 def render(template: Template, values: dict[str, Any], deployment: dict[str, Any]) -> Rendered:
     """Resources, script and environment for validated input values."""
     context = {**values, "inputs": values, "deployment": deployment}
@@ -311,7 +330,7 @@ def render(template: Template, values: dict[str, Any], deployment: dict[str, Any
         cpus=_evaluate("cpus", r.cpus, context, 1, 4096),
         memory_mb=_evaluate("memory_mb", r.memory_mb, context, 16, 16 * 1024 * 1024),
         gpus=_evaluate("gpus", r.gpus, context, 0, 64),
-        gpu_type=r.gpu_type,
+        gpu_type=_gpu_type(r.gpu_type, context),
         time_limit_minutes=_evaluate(
             "time_limit_minutes", r.time_limit_minutes, context, 1, 525600
         ),

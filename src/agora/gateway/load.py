@@ -50,12 +50,12 @@ async def report_load(gw: Gateway, interval: float, demand: asyncio.Event) -> No
     and at once when a request starts waiting for a model with no replica."""
     last: object = None
     while True:
-        with_demand = False
         try:
             await asyncio.wait_for(demand.wait(), interval)
-            with_demand = True
         except TimeoutError:
-            pass
+            with_demand = False  # the regular report
+        else:
+            with_demand = True  # a request waits for a model with no replica: report now
         demand.clear()
         state = {k: (v.inflight, v.queued) for k, v in gw.router.loads.items()}
         busy = any(a or b for a, b in state.values())

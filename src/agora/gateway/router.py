@@ -33,7 +33,7 @@ class ModelLoad:
 
 
 class QueueFull(Exception):
-    pass
+    """A model's queue of requests waiting for a replica is full."""
 
 
 class Router:

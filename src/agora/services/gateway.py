@@ -237,25 +237,26 @@ def get_project_limits(ctx: Ctx, project_name: str) -> dict[str, int | None]:
     return _limits(row)
 
 
+def _store_limits(
+    ctx: Ctx, row: RateLimit, limits: dict[str, int | None], target: str, project: Project
+) -> dict[str, int | None]:
+    for field in LIMIT_FIELDS:
+        setattr(row, field, limits.get(field))
+    ctx.db.add(row)
+    audit.record(
+        ctx, "limits.set", target, project_id=project.id, project=project.name, details=limits
+    )
+    ctx.db.flush()
+    return _limits(row)
+
+
 def set_project_limits(
     ctx: Ctx, project_name: str, limits: dict[str, int | None]
 ) -> dict[str, int | None]:
     access.require_admin(ctx)
     project = access.project_by_name(ctx, project_name)
     row = _limit_row(ctx, project_id=project.id)
-    for field in LIMIT_FIELDS:
-        setattr(row, field, limits.get(field))
-    ctx.db.add(row)
-    audit.record(
-        ctx,
-        "limits.set",
-        f"project:{project.name}",
-        project_id=project.id,
-        project=project.name,
-        details=limits,
-    )
-    ctx.db.flush()
-    return _limits(row)
+    return _store_limits(ctx, row, limits, f"project:{project.name}", project)
 
 
 def _key(ctx: Ctx, project: Project, key_id: int) -> ApiKey:
@@ -276,20 +277,7 @@ def set_key_limits(
 ) -> dict[str, int | None]:
     project, _ = access.project_access(ctx, project_name, Role.owner, write=True)
     key = _key(ctx, project, key_id)
-    row = _limit_row(ctx, key_id=key.id)
-    for field in LIMIT_FIELDS:
-        setattr(row, field, limits.get(field))
-    ctx.db.add(row)
-    audit.record(
-        ctx,
-        "limits.set",
-        f"key:{key.id}",
-        project_id=project.id,
-        project=project.name,
-        details=limits,
-    )
-    ctx.db.flush()
-    return _limits(row)
+    return _store_limits(ctx, _limit_row(ctx, key_id=key.id), limits, f"key:{key.id}", project)
 
 
 # --- replicas, load and usage -----------------------------------------------------------------

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run install test test-deps lint bench bench-deps clean
+.PHONY: run install test test-deps deepaas-venv lint bench bench-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,19 @@ run: install
 test-deps:
 	@scripts/install-test-deps.sh
 
-test: install test-deps
+test: install test-deps deepaas-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The real DEEPaaS (deepaas-run) with Agora beside it, to check that modules written for
+# DEEPaaS run unchanged under Agora. A virtual environment of its own: DEEPaaS 2.6 pins
+# Werkzeug < 3, which the test tools' Flask cannot share.
+DEEPAAS_VENV := .venv-deepaas
+deepaas-venv: $(DEEPAAS_VENV)/.installed
+$(DEEPAAS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DEEPAAS_VENV)
+	$(DEEPAAS_VENV)/bin/pip install --quiet --upgrade pip
+	$(DEEPAAS_VENV)/bin/pip install --quiet 'deepaas==2.6.0' -e '.[examples]'
+	touch $@
 
 # Benchmarks compare Agora with the direct path in one run; figures go to docs/benchmarks.md.
 # The other files in benchmarks/ are their helpers (an upstream, a load generator).

@@ -1,0 +1,267 @@
+"""The Starlette app: DEEPaaS's v2 endpoints over the served models.
+
+Handlers only speak HTTP: they parse the request (:mod:`uploads`, :mod:`arguments`), hand the
+work to a model's :class:`~agora.modelserver.pool.Pool` or to :class:`Trainings`, and shape
+the answer as DEEPaaS does. Errors of :mod:`agora.modelserver.errors` become
+``application/problem+json`` in :func:`_on_error`, the one place that maps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from agora import __version__
+from agora.modelserver import openapi, uploads
+from agora.modelserver.arguments import JSON
+from agora.modelserver.errors import ModelServerError, UnknownModel
+from agora.modelserver.model import ServedModel
+from agora.modelserver.pool import Pool, Worker
+from agora.modelserver.training import Trainings, TrainingStore
+
+logger = logging.getLogger("agora.modelserver")
+
+PROBLEM = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    workers: int = 1
+    queue: int = 16
+    timeout: float = 60.0
+    max_upload_bytes: int = 100 * 1024 * 1024
+    state_dir: Path = Path(".agora-modelserver")
+    token: str | None = None
+
+
+def _json(content: Any, status: int = 200, media_type: str = JSON) -> Response:
+    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+    return Response(body, status_code=status, media_type=media_type)
+
+
+def problem(status: int, detail: str, **extra: Any) -> Response:
+    title = {
+        400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+        413: "Content Too Large", 422: "Unprocessable Content", 500: "Internal Server Error",
+        501: "Not Implemented", 503: "Service Unavailable", 504: "Gateway Timeout",
+    }.get(status, "Error")  # fmt: skip
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    response = _json(body, status, PROBLEM)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+async def _on_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ModelServerError):
+        return problem(exc.status, exc.detail, **exc.extra)
+    if isinstance(exc, HTTPException):
+        return problem(exc.status_code, f"{exc.detail} ({request.method} {request.url.path})")
+    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    return problem(500, "the model server failed to answer; see its log")
+
+
+class _TokenGuard:
+    """Refuses every request but ``GET /health`` that lacks the service token."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        health = scope.get("path") == "/health" and scope.get("method") in ("GET", "HEAD")
+        if scope["type"] == "http" and not health and not self._authorised(scope):
+            await problem(401, "missing or wrong service token (Authorization: Bearer …)")(
+                scope, receive, send
+            )
+            return
+        await self.app(scope, receive, send)
+
+    def _authorised(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, given = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    given.strip(), self.token
+                )
+        return False
+
+
+def _prefix(request: Request) -> str:
+    """The path a proxy strips (``X-Forwarded-Prefix: /m/iris``), for links in responses."""
+    given = request.headers.get("x-forwarded-prefix", "").strip()
+    if not given.startswith("/") or "//" in given or any(c in given for c in "?#\"'<> "):
+        return ""
+    return given.rstrip("/")
+
+
+class _API:
+    def __init__(self, models: list[ServedModel], config: ServerConfig) -> None:
+        self.config = config
+        self.models = {m.name: m for m in models}
+        self.pools = {
+            m.name: Pool(m.ref, config.workers, config.queue, config.timeout) for m in models
+        }
+        self.trainings: Trainings | None = None
+        self.spec = openapi.document(models, __version__)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.versions, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route("/swagger.json", self.openapi, methods=["GET"]),
+            Route("/v2/", self.version, methods=["GET"]),
+            Route("/v2/models/", self.index, methods=["GET"]),
+            Route("/v2/models/{name}/", self.metadata, methods=["GET"]),
+            Route("/v2/models/{name}/predict/", self.predict, methods=["POST"]),
+            Route("/v2/models/{name}/train/", self.train, methods=["POST"]),
+            Route("/v2/models/{name}/train/", self.train_index, methods=["GET"]),
+            Route("/v2/models/{name}/train/{uuid}", self.training, methods=["GET"]),
+            Route("/v2/models/{name}/train/{uuid}", self.cancel, methods=["DELETE"]),
+        ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        store = TrainingStore(self.config.state_dir / "trainings.sqlite")
+        if cut := store.interrupted():
+            logger.warning("%d training(s) were cut short by the last stop: marked 'error'", cut)
+        self.trainings = Trainings(store)
+        try:
+            await asyncio.gather(*(pool.start() for pool in self.pools.values()))
+            logger.info("ready: %s", ", ".join(self.pools))
+            yield
+        finally:
+            for pool in self.pools.values():
+                pool.close()
+            await self.trainings.close()
+
+    def _model(self, request: Request) -> ServedModel:
+        name = request.path_params["name"]
+        model = self.models.get(name)
+        if model is None:
+            served = ", ".join(self.models) or "none"
+            raise UnknownModel(f"no model '{name}' is served here (served: {served})")
+        return model
+
+    async def health(self, request: Request) -> Response:
+        # Ready while every model has a warm worker; not while its only one is being replaced.
+        waiting = [n for n, p in self.pools.items() if not p.ready or p.warm_workers < 1]
+        if waiting:
+            return problem(503, f"models loading or restarting a worker: {', '.join(waiting)}")
+        return _json({"status": "ok", "models": list(self.models)})
+
+    async def openapi(self, request: Request) -> Response:
+        prefix = _prefix(request)
+        spec = dict(self.spec, servers=[{"url": prefix}]) if prefix else self.spec
+        return _json(spec)
+
+    def _version(self, request: Request) -> dict[str, Any]:
+        href = f"{_prefix(request)}/v2/"
+        return {
+            "version": "stable",
+            "id": "v2",
+            "links": [{"rel": "self", "type": "application/json", "href": href}],
+        }
+
+    async def versions(self, request: Request) -> Response:
+        spec = {
+            "rel": "describedby",
+            "type": "application/json",
+            "href": f"{_prefix(request)}/swagger.json",
+        }
+        return _json({"versions": [self._version(request)], "links": [spec]})
+
+    async def version(self, request: Request) -> Response:
+        return _json(self._version(request))
+
+    def _described(self, model: ServedModel, href: str) -> dict[str, Any]:
+        return {
+            "id": model.name,
+            "name": model.name,
+            "links": [{"rel": "self", "href": href}],
+            **model.metadata,
+        }
+
+    async def index(self, request: Request) -> Response:
+        path = _prefix(request) + request.url.path
+        return _json(
+            {
+                "models": [
+                    self._described(m, urllib.parse.urljoin(f"{path}/", m.name))
+                    for m in self.models.values()
+                ]
+            }
+        )
+
+    async def metadata(self, request: Request) -> Response:
+        model = self._model(request)
+        return _json(self._described(model, (_prefix(request) + request.url.path).rstrip("/")))
+
+    async def predict(self, request: Request) -> Response:
+        model = self._model(request)
+        upload = await uploads.read(request, self.config.max_upload_bytes)
+        try:
+            args = model.predict_args.load(upload.query, upload.form, upload.json, request.headers)
+            result = await self.pools[model.name].run("predict", args)
+        finally:
+            upload.close()
+        body, media_type = result
+        # as DEEPaaS sends it: no charset added to text/* types
+        return Response(body, headers={"content-type": media_type})
+
+    async def train(self, request: Request) -> Response:
+        model = self._model(request)
+        assert self.trainings is not None
+        upload = await uploads.read(request, self.config.max_upload_bytes)
+        try:
+            args = model.train_args.load(upload.query, upload.form, upload.json, request.headers)
+            uuid_ = self.trainings.start(Worker(model.ref), model.name, args, upload.keep())
+        finally:
+            upload.close()
+        return _json(self.trainings.store.get(model.name, uuid_))
+
+    async def train_index(self, request: Request) -> Response:
+        model = self._model(request)
+        assert self.trainings is not None
+        return _json(self.trainings.store.all(model.name))
+
+    async def training(self, request: Request) -> Response:
+        model = self._model(request)
+        assert self.trainings is not None
+        return _json(self.trainings.store.get(model.name, request.path_params["uuid"]))
+
+    async def cancel(self, request: Request) -> Response:
+        model = self._model(request)
+        assert self.trainings is not None
+        return _json(await self.trainings.cancel(model.name, request.path_params["uuid"]))
+
+
+def create_app(models: list[ServedModel], config: ServerConfig) -> ASGIApp:
+    api = _API(models, config)
+    app = Starlette(
+        routes=api.routes(),
+        lifespan=api.lifespan,
+        exception_handlers={
+            ModelServerError: _on_error,
+            HTTPException: _on_error,
+            Exception: _on_error,
+        },
+    )
+    return _TokenGuard(app, config.token) if config.token else app

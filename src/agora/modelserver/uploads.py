@@ -1,0 +1,156 @@
+"""A request's arguments as sent: the query string, the form (urlencoded or multipart) with
+each file saved to a temporary file, or a JSON body. The body is counted while it streams
+in, so an upload over the limit ends with 413 before it is all read. The temporary files are
+removed when the ``Upload`` is closed (after the response, whatever happened)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.datastructures import ImmutableMultiDict, UploadFile
+from starlette.requests import Request
+from starlette.types import Message, Receive
+
+from agora.modelserver import multipart
+from agora.modelserver.errors import InvalidArguments, UploadTooLarge
+from agora.modelserver.files import UploadedFile
+
+SPOOLED_IN_MEMORY = 1024 * 1024
+# Bodies up to this size (with a Content-Length) are read whole and split in memory.
+IN_MEMORY = 1024 * 1024
+
+
+class Upload:
+    """The parsed arguments of one request and the temporary files they hold."""
+
+    def __init__(self) -> None:
+        self.query: ImmutableMultiDict[str, Any] | None = None
+        self.form: ImmutableMultiDict[str, Any] | None = None
+        self.json: Mapping[str, Any] | None = None
+        self.paths: list[str] = []
+
+    def keep(self) -> list[str]:
+        """Hands the temporary files over to the caller (a training), who removes them."""
+        paths, self.paths = self.paths, []
+        return paths
+
+    def close(self) -> None:
+        remove(self.paths)
+        self.paths = []
+
+
+def remove(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def counting() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise UploadTooLarge(_too_large(limit))
+        return message
+
+    return counting
+
+
+def _too_large(limit: int) -> str:
+    return f"the request body is over the server's limit of {limit} bytes (--max-upload-bytes)"
+
+
+async def read(request: Request, max_bytes: int) -> Upload:
+    """Parses the request; the caller closes the result (``try/finally``)."""
+    upload = Upload()
+    try:
+        await _read(request, max_bytes, upload)
+    except BaseException:
+        upload.close()
+        raise
+    return upload
+
+
+async def _read(request: Request, max_bytes: int, upload: Upload) -> None:
+    upload.query = ImmutableMultiDict(request.query_params.multi_items())
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise UploadTooLarge(_too_large(max_bytes))
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded", "application/json"):
+        return
+    limited = Request(request.scope, _limited(request.receive, max_bytes))
+    if kind == "application/json":
+        body = await limited.body()
+        if body.strip():
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidArguments({"_body": [f"not valid JSON: {exc}"]}) from None
+            if not isinstance(parsed, dict):
+                raise InvalidArguments({"_body": ["a JSON body must be an object"]})
+            upload.json = parsed
+        return
+    if length is not None and length.isdigit() and int(length) <= IN_MEMORY:
+        body = await limited.body()
+        if kind == "multipart/form-data":
+            parts = multipart.parse(body, multipart.boundary_of(request.headers["content-type"]))
+            upload.form = ImmutableMultiDict(
+                [
+                    (name, _written(name, v, upload) if isinstance(v, multipart.FilePart) else v)
+                    for name, v in parts
+                ]
+            )
+        else:
+            upload.form = ImmutableMultiDict(
+                urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+            )
+        return
+    form = await limited.form(max_files=1000, max_fields=1000)
+    try:
+        items: list[tuple[str, Any]] = []
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                items.append((name, _saved(name, value, upload)))
+            else:
+                items.append((name, value))
+        upload.form = ImmutableMultiDict(items)
+    finally:
+        await form.close()
+
+
+def _written(name: str, part: multipart.FilePart, upload: Upload) -> Any:
+    fd, path = tempfile.mkstemp(prefix="agora-upload-")
+    upload.paths.append(path)
+    with os.fdopen(fd, "wb") as out:
+        out.write(part.data)
+    return UploadedFile(
+        name=name,
+        filename=path,
+        content_type=part.content_type,
+        original_filename=part.filename,
+    )
+
+
+def _saved(name: str, part: UploadFile, upload: Upload) -> Any:
+    fd, path = tempfile.mkstemp(prefix="agora-upload-")
+    upload.paths.append(path)
+    with os.fdopen(fd, "wb") as out:
+        part.file.seek(0)
+        shutil.copyfileobj(part.file, out, SPOOLED_IN_MEMORY)
+    return UploadedFile(
+        name=name,
+        filename=path,
+        content_type=part.content_type,
+        original_filename=part.filename,
+    )

@@ -1,0 +1,72 @@
+"""Training records live in SQLite under --state-dir: they outlive the server, and a training
+the server's death cut short is marked as failed, with the reason, when it starts again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.modelserver.servers import THIRDPARTY, agora_server
+
+ARGS = ("--model", "faulty=acme_faulty")
+
+
+def _wait(url: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while (record := httpx.get(url, timeout=5).json())["status"] == "running":
+        assert time.monotonic() < deadline, record
+        time.sleep(0.1)
+    result: dict[str, Any] = record
+    return result
+
+
+def test_records_survive_a_restart_and_cut_trainings_are_marked(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with agora_server(*ARGS, state_dir=state) as first:
+        url = f"{first.url}/v2/models/faulty/train/"
+        done = httpx.post(url, data={"seconds": "0"}).json()["uuid"]
+        failed = httpx.post(url, data={"seconds": "-1"}).json()["uuid"]
+        assert _wait(url + done)["result"]["output"] == {"slept": 0.0}
+        assert "ValueError" in _wait(url + failed)["message"]
+        cut = httpx.post(url, data={"seconds": "3"}).json()["uuid"]
+        first.process.kill()  # the server dies: no chance to record anything
+        first.process.wait()
+    with agora_server(*ARGS, state_dir=state) as second:
+        url = f"{second.url}/v2/models/faulty/train/"
+        records = {r["uuid"]: r for r in httpx.get(url).json()}
+        assert records[done]["status"] == "done"
+        assert records[done]["result"]["output"] == {"slept": 0.0}
+        assert records[failed]["status"] == "error"
+        assert records[cut]["status"] == "error"
+        assert "stopped while this training was running" in records[cut]["message"]
+        assert httpx.get(url + cut).json() == records[cut]
+
+
+def test_delete_cancels_a_running_training(tmp_path: Path) -> None:
+    with agora_server(*ARGS, state_dir=tmp_path / "state", cli=True) as server:  # agora serve-model
+        url = f"{server.url}/v2/models/faulty/train/"
+        uuid = httpx.post(url, data={"seconds": "60"}).json()["uuid"]
+        time.sleep(0.5)
+        r = httpx.delete(url + uuid, timeout=10)
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        assert httpx.get(url + uuid).status_code == 404
+        assert httpx.get(url + "nope").headers["content-type"] == "application/problem+json"
+
+
+def test_serve_model_names_a_missing_module_in_one_line() -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "agora"), "serve-model", "--module", "nope"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(THIRDPARTY)},
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "no model 'nope' in entry-point group deepaas.v2.model" in done.stderr
+    assert "acme-text" in done.stderr and "Traceback" not in done.stderr

@@ -42,8 +42,8 @@ $(DEEPAAS_VENV)/.installed: pyproject.toml
 
 # Benchmarks compare Agora with the direct path in one run; figures go to docs/benchmarks.md.
 # The other files in benchmarks/ are their helpers (an upstream, a load generator).
-BENCHMARKS ?= benchmarks/deploy_latency.py benchmarks/gateway_latency.py
-bench: install test-deps bench-deps
+BENCHMARKS ?= benchmarks/deploy_latency.py benchmarks/gateway_latency.py benchmarks/modelserver_latency.py
+bench: install test-deps bench-deps deepaas-venv
 	for b in $(BENCHMARKS); do $(BIN)/python $$b || exit 1; done
 
 # What the gateway benchmark needs besides Agora: wrk (Debian's package) for maximum

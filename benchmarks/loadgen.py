@@ -10,6 +10,7 @@ with what it measures; it prints one JSON object.
     python benchmarks/loadgen.py --url http://127.0.0.1:9000/v1/chat/completions --key sk-...
         [--concurrency 10] [--duration 5] [--warmup 1] [--stream] [--model bench-model]
         [--min-requests 100] [--max-duration 20]
+    python benchmarks/loadgen.py --url http://127.0.0.1:5000/ --request-file req.http --expect '"digit"'
 
 Times: `latency` is from writing the request to the end of the response (for a stream, its
 last chunk); `ttfb` (streams) to the arrival of the first body bytes that hold an SSE `data:`
@@ -25,6 +26,7 @@ import asyncio
 import json
 import math
 import sys
+from pathlib import Path
 from time import perf_counter
 from typing import Any
 from urllib.parse import urlsplit
@@ -86,6 +88,7 @@ class Run:
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
         self.request = request
         self.stream = stream
+        self.expect: bytes = getattr(args, "expect", "chat.completion").encode()
         self.n = n
         self.warm = 0  # clients with at least one answer
         self.warmup_until = math.inf
@@ -188,8 +191,8 @@ class Client(asyncio.Protocol):
             run.error(f"HTTP {status}: {(self.head or self.tail)[:200]!r}")
         elif run.stream and (not self.first or b"[DONE]" not in self.tail):
             run.error(f"stream without data or [DONE]: {self.head[:100]!r}...{self.tail!r}")
-        elif not run.stream and b"chat.completion" not in self.head:
-            run.error(f"not a chat completion: {self.head[:200]!r}")
+        elif not run.stream and run.expect not in self.head:
+            run.error(f"answer without {run.expect!r}: {self.head[:200]!r}")
         elif self.t0 >= run.measure_from:
             run.latency.append(end - self.t0)
             run.last_end = end
@@ -238,7 +241,10 @@ async def connect(run: Run, client: Client | None = None) -> Client:
 
 async def measure(args: Any) -> dict[str, Any]:
     concurrency, stream = args.concurrency, args.stream
-    request = build_request(args.url, args.key, args.model, stream)
+    if args.request_file:  # any request, as raw HTTP/1.1 bytes (benchmarks/modelserver_latency.py)
+        request = Path(args.request_file).read_bytes()
+    else:
+        request = build_request(args.url, args.key, args.model, stream)
     run = Run(args.url, request, stream, concurrency, args)
     clients = [await connect(run) for _ in range(concurrency)]
     run.warmup_until = perf_counter() + args.warmup
@@ -276,7 +282,13 @@ async def measure(args: Any) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="…/v1/chat/completions")
-    parser.add_argument("--key", required=True)
+    parser.add_argument("--key", default="")
+    parser.add_argument(
+        "--request-file", help="send this raw HTTP/1.1 request instead of a chat completion"
+    )
+    parser.add_argument(
+        "--expect", default="chat.completion", help="bytes every answer's body must hold"
+    )
     parser.add_argument("--model", default="bench-model")
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--concurrency", type=int, default=1)

@@ -16,6 +16,7 @@ from agora.api import problems
 from agora.api.deps import client_addr
 from agora.api.routes import audit as audit_routes
 from agora.api.routes import auth as auth_routes
+from agora.api.routes import catalog as catalog_routes
 from agora.api.routes import deployments as deployment_routes
 from agora.api.routes import models as model_routes
 from agora.api.routes import projects as project_routes
@@ -24,7 +25,7 @@ from agora.api.routes import users as user_routes
 from agora.errors import Forbidden
 from agora.migrations import upgrade
 from agora.runtime import Runtime
-from agora.services import audit
+from agora.services import audit, catalog
 from agora.services.context import Ctx
 from agora.settings import Settings
 
@@ -88,15 +89,17 @@ class AgoraApp(FastAPI):
     inference hot path pays for none of the web app's layers."""
 
     gateway: Any = None
+    modules: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self.gateway is not None
-            and scope["type"] == "http"
-            and scope["path"].startswith("/v1/")
-        ):
-            await self.gateway(scope, receive, send)
-            return
+        if self.gateway is not None and scope["type"] == "http":
+            path = scope["path"]
+            if path.startswith("/v1/"):
+                await self.gateway(scope, receive, send)
+                return
+            if path.startswith("/m/"):
+                await self.modules(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -104,14 +107,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     settings = settings or (runtime.settings if runtime else Settings())
     runtime = runtime or Runtime.create(settings)
     upgrade(runtime.db)
+    catalog.import_at_startup(runtime)
     for problem in runtime.template_problems:
         log.warning("template not loaded: %s", problem.message)
 
-    gateway = None
+    gateway = modules = None
     if settings.gateway:
         from agora.gateway.app import Gateway
+        from agora.gateway.modules import ModuleProxy
 
         gateway = Gateway(runtime)
+        modules = ModuleProxy(gateway)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -131,6 +137,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                     await task
             if gateway is not None:
                 await gateway.stop()
+            if modules is not None:
+                await modules.close()
             for backend in runtime.backends.values():
                 await backend.close()
             await asyncio.to_thread(runtime.key_usage.flush, runtime.db)
@@ -149,6 +157,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.runtime = runtime
     app.state.gateway = gateway
     app.gateway = gateway
+    app.modules = modules
     problems.install(app, on_forbidden=_audit_denied)
     for module in (
         auth_routes,
@@ -156,6 +165,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         project_routes,
         deployment_routes,
         model_routes,
+        catalog_routes,
         audit_routes,
         system_routes,
     ):

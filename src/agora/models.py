@@ -443,3 +443,79 @@ class GatewayLoad(Base):
     per_replica: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     last_request_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# --- model catalog ----------------------------------------------------------------------------
+
+
+class CatalogModule(Base):
+    """A catalog entry: a model or app people can find, read about and (maybe) run.
+
+    ``source`` is "builtin", "directory" or "git" (imported from disk by operators, public
+    unless an admin hides it) or "project" (registered by members of ``project_id``, visible to
+    them only unless made public). ``run_kind`` says how it runs: "deepaas" (``template`` is
+    deepaas-model and ``inputs`` carry the entry point), "template" or "none".
+    """
+
+    __tablename__ = "catalog_modules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    authors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    license: Mapped[str | None] = mapped_column(String(128))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tasks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    data_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    libraries: Mapped[list[str]] = mapped_column(JSON, default=list)
+    categories: Mapped[list[str]] = mapped_column(JSON, default=list)
+    links: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    versions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    dates: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    run_kind: Mapped[str] = mapped_column(String(16))
+    template: Mapped[str | None] = mapped_column(String(64))
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    entry_point: Mapped[str | None] = mapped_column(String(128))
+    package: Mapped[str | None] = mapped_column(String(128))
+    not_runnable_reason: Mapped[str] = mapped_column(Text, default="")
+    metadata_format: Mapped[str] = mapped_column(String(16))
+    metadata_version: Mapped[str] = mapped_column(String(16))
+    #: The document as given, for export and for re-reading after upgrades.
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: Lower-cased name, title, summary, description and tags: what text search looks through.
+    search_text: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(16), index=True)
+    #: The source directory (imported entries) and the file inside it.
+    source_path: Mapped[str | None] = mapped_column(String(1024))
+    source_file: Mapped[str | None] = mapped_column(String(1024))
+    commit: Mapped[str | None] = mapped_column(String(64))
+    public: Mapped[bool] = mapped_column(Boolean, default=True)
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    project: Mapped[Project | None] = relationship()
+    labels: Mapped[list[CatalogLabel]] = relationship(
+        back_populates="module", cascade="all, delete-orphan"
+    )
+
+
+class CatalogLabel(Base):
+    """One tag, task or data type of an entry, as a row: filters stay indexed on any database."""
+
+    __tablename__ = "catalog_labels"
+    __table_args__ = (UniqueConstraint("module_id", "kind", "value"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    module_id: Mapped[int] = mapped_column(ForeignKey("catalog_modules.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # "tag", "task" or "data_type"
+    #: Lower-cased, for matching; ``CatalogModule`` keeps the spelling people see.
+    value: Mapped[str] = mapped_column(String(64), index=True)
+
+    module: Mapped[CatalogModule] = relationship(back_populates="labels")

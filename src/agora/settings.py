@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     )
     #: Extra template directories (YAML files), after the built-in ones.
     template_dirs: list[Path] = Field(default_factory=list)
+    #: Model catalog sources: directories of modules or git checkouts, imported at start and
+    #: on demand (POST /api/v1/catalog/import); the built-in examples come first unless off.
+    catalog_dirs: list[Path] = Field(default_factory=list)
+    catalog_builtin: bool = True
     #: Run the orchestrator in this process (one per installation holds the lock).
     orchestrator: bool = True
     reconcile_interval: float = Field(default=1.0, gt=0, le=60)
@@ -138,6 +142,8 @@ class Settings(BaseSettings):
     #: How often a gateway checks whether keys, models and limits changed in another process.
     gateway_refresh_seconds: float = Field(default=1.0, gt=0, le=60)
     gateway_max_body_bytes: int = Field(default=8_388_608, ge=1024)
+    #: Largest request (form fields and uploads) passed to a served DEEPaaS module (/m/…).
+    gateway_max_upload_bytes: int = Field(default=67_108_864, ge=1024)
     #: Requests waiting for a replica to start, per model; more get 503 at once.
     gateway_max_queue: int = Field(default=1000, ge=0)
     #: Active health checks of ready replicas, and how long a failing replica is left out.

@@ -15,11 +15,13 @@ from typer.core import TyperGroup
 from agora import __version__
 from agora.cli import config, console, session
 from agora.cli.audit import audit
+from agora.cli.catalog import catalog
 from agora.cli.config_cmd import config_app
 from agora.cli.console import CliError
 from agora.cli.deployments import deploy, logs, ps, rm, stop
 from agora.cli.keys import keys
 from agora.cli.models import limits, models, usage
+from agora.cli.modelserver import serve_model
 from agora.cli.projects import members, projects
 from agora.cli.quota import quota
 from agora.cli.server import gateway, up
@@ -88,6 +90,10 @@ app.add_typer(quota, name="quota", help="A project's deployment quota: show, set
 app.add_typer(models, name="models", help="Gateway models: list, show, add, set, grant, rm.")
 app.add_typer(limits, name="limits", help="Gateway rate and token limits: show, set.")
 app.command("usage", help="Gateway requests and tokens over time.")(usage)
+app.command("serve-model", help="Serve DEEPaaS v2 model modules here (the DEEPaaS API).")(
+    serve_model
+)
+app.add_typer(catalog, name="catalog", help="The model catalog: search, show, register, import.")
 
 
 def main() -> None:

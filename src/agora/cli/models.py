@@ -271,12 +271,15 @@ def show_model(name: NameArg, as_json: JsonFlag = False) -> None:
 @models.command("add")
 def add_model(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The name clients put in 'model'.")],
-    kind: Annotated[str, typer.Option(help="llm or embedding.")] = "llm",
+    kind: Annotated[
+        str, typer.Option(help="llm, embedding, or deepaas (a DEEPaaS module, at /m/NAME).")
+    ] = "llm",
     external_url: Annotated[
         str | None,
         typer.Option(
             metavar="URL",
-            help="An OpenAI-compatible upstream (https://host/v1) instead of replicas.",
+            help="An OpenAI-compatible upstream (https://host/v1), or a DEEPaaS one "
+            "(https://host), instead of replicas.",
             show_default=False,
         ),
     ] = None,
@@ -284,7 +287,10 @@ def add_model(
     external_key_prompt: KeyPromptOpt = False,
     template: Annotated[
         str | None,
-        typer.Option(help="Replica template (default: openai-cpu).", show_default=False),
+        typer.Option(
+            help="Replica template (default: openai-cpu; deepaas-model for --kind deepaas).",
+            show_default=False,
+        ),
     ] = None,
     inputs: InputOpt = None,
     project: Annotated[
@@ -310,9 +316,10 @@ def add_model(
     queue_timeout: Secs = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Register a model (administrators): an external upstream, or replicas from a template."""
-    if kind not in ("llm", "embedding"):
-        raise CliError(f"--kind is llm or embedding, not {kind!r}", 2)
+    """Register a model: an external upstream, or replicas from a template (administrators;
+    project members may serve a DEEPaaS module in their project: --kind deepaas -p PROJECT)."""
+    if kind not in ("llm", "embedding", "deepaas"):
+        raise CliError(f"--kind is llm, embedding or deepaas, not {kind!r}", 2)
     replica_options = [
         opt
         for opt, value in (

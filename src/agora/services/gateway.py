@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, select
 
 from agora.deployments.templates import validate_inputs
-from agora.errors import Conflict, InvalidInput, NotFound
+from agora.errors import Conflict, Forbidden, InvalidInput, NotFound
 from agora.models import (
     ApiKey,
     Deployment,
@@ -107,8 +107,27 @@ def get_model(ctx: Ctx, name: str) -> GatewayModel:
     return model
 
 
+#: Replica templates by kind, when the spec names none.
+DEFAULT_TEMPLATE = {"llm": "openai-cpu", "embedding": "openai-cpu", "deepaas": "deepaas-model"}
+
+
 def create_model(ctx: Ctx, spec: dict[str, Any]) -> GatewayModel:
-    p = access.require_admin(ctx)
+    """Register a model. Operators register any; a project member may serve a DEEPaaS module
+    in their own project (its replicas count against that project's quota, and only that
+    project may call it)."""
+    p = access.principal(ctx)
+    project: Project | None = None
+    if not p.is_admin:
+        if spec["kind"] != "deepaas" or spec["source"] != "deployment":
+            raise Forbidden(
+                "Only platform administrators may register language and embedding models or "
+                "external endpoints; project members may serve DEEPaaS modules in their project"
+            )
+        if spec.get("public"):
+            raise Forbidden("Only platform administrators may make a model public")
+        if not spec.get("project"):
+            raise InvalidInput("Say which of your projects serves the module ('project')")
+        project, _ = access.project_access(ctx, spec["project"], Role.member, write=True)
     name = spec["name"]
     if not MODEL_NAME.match(name):
         raise InvalidInput(
@@ -125,24 +144,53 @@ def create_model(ctx: Ctx, spec: dict[str, Any]) -> GatewayModel:
     )
     if spec["source"] == "external":
         if not spec.get("external_url"):
-            raise InvalidInput("An external model needs 'external_url' (its OpenAI base URL)")
+            raise InvalidInput("An external model needs 'external_url' (its base URL)")
     else:
-        template_name = spec.get("template") or "openai-cpu"
+        template_name = spec.get("template") or DEFAULT_TEMPLATE[model.kind]
         if template_name not in ctx.runtime.templates:
             raise InvalidInput(f"There is no template '{template_name}'")
         model.template = template_name
-        project_name = spec.get("project") or ctx.runtime.settings.bootstrap_project
-        model.project_id = access.project_by_name(ctx, project_name).id
-    _apply(ctx, model, {k: v for k, v in spec.items() if k in SETTABLE and v is not None})
+        if project is None:
+            project_name = spec.get("project") or ctx.runtime.settings.bootstrap_project
+            project = access.project_by_name(ctx, project_name)
+        model.project_id = project.id
+    changes = {k: v for k, v in spec.items() if k in SETTABLE and v is not None}
+    if model.template is not None:
+        inputs = dict(changes.get("inputs") or {})
+        if model.template == "deepaas-model":
+            # Training records and module data of this model, kept across its replicas.
+            inputs.setdefault("state_dir", f".agora/modules/{name}")
+        changes["inputs"] = inputs  # checked even when absent: required inputs must be there
+    _apply(ctx, model, changes)
     ctx.db.add(model)
     ctx.db.flush()
+    if model.kind == "deepaas" and project is not None:
+        # A project that serves a module may call it (others only when granted or public).
+        ctx.db.add(ModelGrant(model_id=model.id, project_id=project.id))
     audit.record(
         ctx,
         "model.create",
         f"model:{name}",
+        project_id=model.project_id,
+        project=project.name if project is not None else None,
         details={"source": model.source, "kind": model.kind, "template": model.template},
     )
     return model
+
+
+def _manageable(ctx: Ctx, name: str) -> GatewayModel:
+    """The model, if the caller may change it: operators any, project members the DEEPaaS
+    modules their project serves (others answer 404 as if the model did not exist)."""
+    p = access.principal(ctx)
+    model = _model(ctx, name)
+    if p.is_admin:
+        return model
+    if model.kind == "deepaas" and model.project is not None and visible_to(ctx, model):
+        access.project_access(ctx, model.project.name, Role.member, write=True)
+        return model
+    if visible_to(ctx, model):
+        raise Forbidden("Only platform administrators may change this model")
+    raise NotFound(f"There is no model '{name}'")
 
 
 def _apply(ctx: Ctx, model: GatewayModel, changes: dict[str, Any]) -> None:
@@ -167,9 +215,19 @@ def _apply(ctx: Ctx, model: GatewayModel, changes: dict[str, Any]) -> None:
         raise InvalidInput("An external model needs 'external_url'")
 
 
+def can_manage(ctx: Ctx, model: GatewayModel) -> bool:
+    """Whether the caller may change the model's settings (what the web page offers)."""
+    try:
+        _manageable(ctx, model.name)
+    except (Forbidden, NotFound):
+        return False
+    return True
+
+
 def update_model(ctx: Ctx, name: str, changes: dict[str, Any]) -> GatewayModel:
-    access.require_admin(ctx)
-    model = _model(ctx, name)
+    model = _manageable(ctx, name)
+    if changes.get("public") and not access.principal(ctx).is_admin:
+        raise Forbidden("Only platform administrators may make a model public")
     _apply(ctx, model, {k: v for k, v in changes.items() if k in SETTABLE})
     shown = {k: ("***" if k == "external_key" else v) for k, v in changes.items()}
     audit.record(ctx, "model.update", f"model:{name}", details={"changes": shown})
@@ -178,8 +236,7 @@ def update_model(ctx: Ctx, name: str, changes: dict[str, Any]) -> GatewayModel:
 
 
 def delete_model(ctx: Ctx, name: str) -> None:
-    access.require_admin(ctx)
-    model = _model(ctx, name)
+    model = _manageable(ctx, name)
     for dep in ctx.db.scalars(select(Deployment).where(Deployment.model_id == model.id)):
         if not dep.state.terminal:
             dep.desired = "stopped"

@@ -10,9 +10,11 @@ from agora.web import (
     routes_account,
     routes_admin,
     routes_auth,
+    routes_catalog,
     routes_deployments,
     routes_keys,
     routes_models,
+    routes_modules,
     routes_projects,
 )
 from agora.web.render import STATIC_DIR, make_templates
@@ -28,7 +30,9 @@ def install(app: FastAPI) -> None:
         routes_projects,
         routes_keys,
         routes_deployments,
+        routes_modules,
         routes_models,
+        routes_catalog,
         routes_admin,
     ):
         app.include_router(module.router)

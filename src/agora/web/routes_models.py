@@ -201,7 +201,7 @@ def _detail(
         scaling=SCALING if model.source == "deployment" else (),
         timeouts=TIMEOUTS,
         values=values,
-        can_manage=_is_admin(ctx),
+        can_manage=gateway.can_manage(ctx, model),
         error=error.detail if error else None,
         age=age,
     )

@@ -50,10 +50,12 @@ class ModelSettings(Strict):
 
 class ModelCreate(ModelSettings):
     name: Annotated[str, StringConstraints(min_length=1, max_length=128), Plain]
-    kind: Literal["llm", "embedding"] = "llm"
+    kind: Literal["llm", "embedding", "deepaas"] = "llm"
     source: Literal["deployment", "external"] = "deployment"
     template: Annotated[str, StringConstraints(max_length=64)] | None = Field(
-        default=None, description="Replica template (deployment models); default openai-cpu"
+        default=None,
+        description="Replica template (deployment models); default openai-cpu, or deepaas-model "
+        "for DEEPaaS modules",
     )
     project: Annotated[str, StringConstraints(max_length=64)] | None = Field(
         default=None, description="Project whose quota the replicas count against"

@@ -1,0 +1,1 @@
+"""The model catalog's metadata formats (``metadata``) and where entries come from (``sources``)."""

@@ -1,0 +1,355 @@
+"""DEEPaaS modules through the platform: ``/m/{model}/…`` passes through to one of its replicas.
+
+A served module is a gateway model of kind ``deepaas``: its replicas are Agora model servers
+(``agora serve-model``, the ``deepaas-model`` template) or an external DEEPaaS endpoint. The
+DEEPaaS paths stay as they are below the model's prefix, so an existing DEEPaaS client works by
+changing only its base URL: ``https://agora.example/m/iris`` + ``/v2/models/iris/predict/``.
+
+* Auth, project grants and request limits as on ``/v1`` (an API key with the ``inference``
+  scope, or the web session with its CSRF header); errors are ``application/problem+json``.
+* Request bodies (form fields, uploads) are read up to ``gateway_max_upload_bytes`` so that a
+  request can be retried on another replica when one cannot be reached or answers 502/503
+  before any byte went back. Any other answer, a model's own 500 included, is the answer.
+* Answers stream back unbuffered; the replica learns the prefix from ``X-Forwarded-Prefix``
+  so the links it returns point through the platform.
+* Training (``…/train/…``) always goes to the oldest replica: a training and its record live
+  in the server that runs it.
+* Usage records carry the endpoint (``predict``, ``train``, ``models``) and no tokens; nothing
+  of the request or the answer is stored or logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from agora.gateway.directory import Caller, ModelEntry
+from agora.gateway.limits import LimiterUnavailable
+from agora.gateway.protocol import GatewayError, refused
+from agora.gateway.router import QueueFull, ReplicaState
+from agora.gateway.usage import Usage
+
+if TYPE_CHECKING:
+    from agora.gateway.app import Gateway
+
+log = logging.getLogger("agora.gateway")
+PREFIX = "/m/"
+_PATH = re.compile(r"^/m/([A-Za-z0-9][A-Za-z0-9._:@+-]{0,127})(/.*)?$")
+#: Request headers passed on to the replica (everything else is the platform's business).
+_FORWARD = {b"content-type", b"accept", b"accept-language", b"content-length"}
+#: Answer headers passed back to the client.
+_RETURN = {"content-type", "content-disposition", "content-length", "cache-control", "location"}
+_PROBLEM = b"application/problem+json"
+_TITLES = {
+    400: "Bad request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request too large",
+    429: "Too many requests",
+    502: "Bad gateway",
+    503: "Service unavailable",
+    504: "Gateway timeout",
+}
+_RETRYABLE = {502, 503}
+
+
+class ModuleProxy:
+    """Serves ``/m/{model}/…`` for one gateway process."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.max_body = gateway.rt.settings.gateway_max_upload_bytes
+        self.retries = gateway.rt.settings.gateway_retries
+        self._http: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Content-Type"),
+            )
+        return self._http
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        responded = False
+
+        async def tracked(message: MutableMapping[str, Any]) -> None:
+            nonlocal responded
+            responded = True
+            await send(message)
+
+        try:
+            match = _PATH.match(scope["path"])
+            if match is None:
+                raise GatewayError(
+                    404, "Served modules answer at /m/<model name>/v2/…", "unknown_url"
+                )
+            name, rest = match.group(1), match.group(2) or "/"
+            caller = await self.gw._caller(scope)
+            model = self._model(caller, name)
+            await self._admit(caller)
+            body = await self._body(scope, receive)
+            status = await self._forward(scope, tracked, model, rest, body)
+            self._meter(caller, model, rest, started, status)
+        except GatewayError as exc:
+            if not responded:
+                await send_problem(send, exc, scope["path"])
+
+    def _model(self, caller: Caller, name: str) -> ModelEntry:
+        model = self.gw.directory.snapshot.models.get(name)
+        if model is None or model.kind != "deepaas" or not model.allowed(caller.project_id):
+            # Modules belong to projects: one the caller may not use answers like none at all.
+            raise GatewayError(
+                404,
+                f"There is no served module '{name}' in project '{caller.project_name}'; "
+                "GET /api/v1/models lists the models and modules you may use",
+                "model_not_found",
+            )
+        return model
+
+    async def _admit(self, caller: Caller) -> None:
+        limits = self.gw.directory.snapshot.limits_for(caller)
+        if not limits:
+            return
+        try:
+            refusal = await self.gw.limiter.admit(limits)
+        except LimiterUnavailable as exc:
+            raise GatewayError(503, str(exc), "limiter_unavailable", retry_after=5) from None
+        if refusal is not None:
+            raise refused(refusal)
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        too_big = GatewayError(
+            413,
+            f"The request is larger than {self.max_body} bytes, the largest upload this "
+            "platform accepts",
+            "request_too_large",
+        )
+        for key, value in scope["headers"]:
+            if key == b"content-length" and (not value.isdigit() or int(value) > self.max_body):
+                raise too_big
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise GatewayError(400, "The client went away", "client_disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise too_big
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _pick(self, model: ModelEntry, rest: str, tried: list[str]) -> ReplicaState | None:
+        router = self.gw.router
+        if "/train" in rest:
+            # Trainings and their records live in the server that runs them: always the
+            # oldest replica (the snapshot lists replicas oldest first).
+            for state in router.candidates(model):
+                if state.replica.deployment_id not in tried:
+                    return state
+            return None
+        return router.pick(model, tried)
+
+    async def _forward(
+        self, scope: Scope, send: Send, model: ModelEntry, rest: str, body: bytes
+    ) -> int:
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _FORWARD
+        }
+        headers["X-Forwarded-Prefix"] = f"/m/{model.name}"
+        headers["Accept-Encoding"] = "identity"
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = rest + (f"?{query}" if query else "")
+        tried: list[str] = []
+        last_error = "no replica answered"
+        try:
+            async with asyncio.timeout(model.total_timeout):
+                while len(tried) <= self.retries:
+                    state = self._pick(model, rest, tried)
+                    if state is None:
+                        if tried:
+                            break
+                        model = await self._wait(model)
+                        continue
+                    tried.append(state.replica.deployment_id)
+                    router = self.gw.router
+                    router.started(model, state)
+                    try:
+                        outcome = await self._try(
+                            send, scope["method"], model, state, target, headers, body
+                        )
+                    finally:
+                        router.finished(model, state)
+                    if isinstance(outcome, str):
+                        last_error = outcome
+                        router.failed(state)
+                        continue
+                    router.succeeded(state)
+                    return outcome
+        except TimeoutError:
+            raise GatewayError(
+                504,
+                f"The module '{model.name}' did not answer within {model.total_timeout:g} s",
+                "upstream_timeout",
+            ) from None
+        raise GatewayError(
+            503 if model.source == "deployment" else 502,
+            f"The module '{model.name}' could not answer: {last_error}",
+            "upstream_unavailable",
+            retry_after=5,
+        )
+
+    async def _wait(self, model: ModelEntry) -> ModelEntry:
+        """No replica is ready: wait in the model's queue while one starts."""
+        directory = self.gw.directory
+        try:
+            ready = await self.gw.router.wait_ready(
+                model, model.queue_timeout, lambda: directory.snapshot.models.get(model.name)
+            )
+        except QueueFull:
+            raise GatewayError(
+                503,
+                f"Too many requests are waiting for the module '{model.name}' to start; "
+                "retry shortly",
+                "queue_full",
+                retry_after=10,
+            ) from None
+        current = directory.snapshot.models.get(model.name)
+        if not ready or current is None:
+            why = f" (the last replica failed: {model.last_failure})" if model.last_failure else ""
+            raise GatewayError(
+                503,
+                f"No replica of the module '{model.name}' became ready within "
+                f"{model.queue_timeout:g} s{why}; retry later",
+                "no_capacity",
+                retry_after=30,
+            )
+        return current
+
+    async def _try(
+        self,
+        send: Send,
+        method: str,
+        model: ModelEntry,
+        state: ReplicaState,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> int | str:
+        """One attempt. A string means it failed before the client saw a byte: retry."""
+        replica = state.replica
+        origin = (
+            replica.base_url.removesuffix("/v1")
+            if model.source == "deployment"
+            else (replica.base_url)
+        )
+        if replica.auth:
+            headers = {**headers, "Authorization": replica.auth}
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=model.connect_timeout,
+            sock_connect=model.connect_timeout,
+            sock_read=model.first_byte_timeout,
+        )
+        try:
+            response = await self._session().request(
+                method,
+                origin + target,
+                data=body if body else None,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            if isinstance(exc, aiohttp.ServerTimeoutError) and "connect" not in str(exc).lower():
+                raise _first_byte_timeout(model) from None
+            log.warning("module %s, replica %s: %s", model.name, replica.deployment_id, exc)
+            return "its server could not be reached"
+        except TimeoutError:
+            raise _first_byte_timeout(model) from None
+        try:
+            if response.status in _RETRYABLE:
+                with contextlib.suppress(Exception):
+                    await response.read()
+                return f"HTTP {response.status} from a replica"
+            out = [
+                (k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in response.headers.items()
+                if k.lower() in _RETURN
+            ]
+            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            try:
+                async for chunk in response.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                # The answer had started: all the client can learn is that it was cut short.
+                log.warning("module %s, replica %s: %s", model.name, replica.deployment_id, exc)
+            await send({"type": "http.response.body", "body": b""})
+            return response.status
+        finally:
+            response.release()
+
+    def _meter(
+        self, caller: Caller, model: ModelEntry, rest: str, started: float, status: int
+    ) -> None:
+        endpoint = "predict" if "/predict" in rest else "train" if "/train" in rest else "models"
+        self.gw.usage.record(
+            Usage(
+                time=time.time(),
+                user_id=caller.user_id,
+                project_id=caller.project_id,
+                api_key_id=caller.key_id,
+                model=model.name,
+                endpoint=endpoint,
+                tokens_in=0,
+                tokens_out=0,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                status=status,
+                stream=False,
+            )
+        )
+
+
+def _first_byte_timeout(model: ModelEntry) -> GatewayError:
+    return GatewayError(
+        504,
+        f"The module '{model.name}' did not start answering within {model.first_byte_timeout:g} s",
+        "upstream_timeout",
+    )
+
+
+async def send_problem(send: Send, exc: GatewayError, instance: str) -> None:
+    body = {
+        "type": f"https://agora.example/problems/{exc.code or exc.status}",
+        "title": _TITLES.get(exc.status, "Error"),
+        "status": exc.status,
+        "detail": exc.message,
+        "instance": instance,
+    }
+    headers = [(b"content-type", _PROBLEM)]
+    if exc.retry_after is not None:
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
+    with contextlib.suppress(OSError, RuntimeError):
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+        await send({"type": "http.response.body", "body": orjson.dumps(body)})

@@ -1,0 +1,215 @@
+"""DEEPaaS modules served through the platform: a project member deploys one, callers reach it at
+/m/<model>/v2/… with an API key, and the project boundary holds. Real model servers (the iris
+and digits example modules under `agora serve-model`) on the local backend and on the real Slurm
+test cluster, started from zero by the first request."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from tests.conftest import ADMIN_KEY
+from tests.deployments.test_slurm import slurm_backend
+from tests.gateway.conftest import Gateway
+from tests.helpers import PASSWORD
+from tests.slurm_cluster import SlurmCluster
+
+IRIS = {"sepal_length": "5.1", "sepal_width": "3.5", "petal_length": "1.4", "petal_width": "0.2"}
+SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+def _user(gw: Gateway, name: str, project: str) -> str:
+    """A user who is a member of a new project; returns their CLI session token."""
+    r = gw.api("POST", "/users", json={"username": name, "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    r = gw.api("POST", "/projects", json={"name": project})
+    assert r.status_code == 201, r.text
+    r = gw.api("POST", f"/projects/{project}/members", json={"username": name, "role": "member"})
+    assert r.status_code == 201, r.text
+    r = gw.platform.http.post("/api/v1/auth/login", json={"username": name, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    return str(r.json()["token"])
+
+
+def _key(gw: Gateway, token: str, project: str) -> str:
+    r = gw.api(
+        "POST", f"/projects/{project}/keys", token, json={"name": "k", "scopes": ["inference"]}
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["secret"])
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _wait_training(url: str, key: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = httpx.get(url, headers=_bearer(key), timeout=30)
+        assert r.status_code == 200, r.text
+        record = r.json()
+        if record["status"] not in ("running", "pending") or time.monotonic() > deadline:
+            return dict(record)
+        time.sleep(0.2)
+
+
+def test_member_serves_a_module_and_calls_it_through_the_platform(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    gw = gateway_factory(gateway_max_upload_bytes=1_048_576)
+    ana = _user(gw, "ana", "lab")
+    bob = _user(gw, "bob", "other")
+    spec = {
+        "name": "iris-lab",
+        "kind": "deepaas",
+        "project": "lab",
+        "inputs": {"module": "iris"},
+        "queue_timeout": 90,
+    }
+    # Members may serve DEEPaaS modules in their own project, not more.
+    r = gw.api("POST", "/models", ana, json={**spec, "kind": "llm"})
+    assert r.status_code == 403, r.text
+    r = gw.api("POST", "/models", ana, json={**spec, "public": True})
+    assert r.status_code == 403, r.text
+    r = gw.api("POST", "/models", bob, json=spec)
+    assert r.status_code == 404, r.text  # not bob's project
+    r = gw.api("POST", "/models", ana, json={**spec, "inputs": {}})
+    assert r.status_code == 422, r.text
+    assert "module" in r.text
+    r = gw.api("POST", "/models", ana, json=spec)
+    assert r.status_code == 201, r.text
+    assert r.json()["template"] == "deepaas-model"
+
+    key = _key(gw, ana, "lab")
+    base = gw.platform.url + "/m/iris-lab"
+    # The first request waits while a replica starts from zero, then succeeds.
+    r = httpx.post(base + "/v2/models/iris/predict/", data=IRIS, headers=_bearer(key), timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()["species"] == "setosa"
+
+    # The DEEPaaS paths are the module server's own; its links point through the platform.
+    r = httpx.get(base + "/v2/models/", headers=_bearer(key), timeout=30)
+    assert r.status_code == 200, r.text
+    (entry,) = r.json()["models"]
+    assert entry["id"] == "iris"
+    assert any(link["href"].startswith("/m/iris-lab/") for link in entry["links"]), entry
+
+    # Bad input is the module server's 4xx, passed on as it is.
+    r = httpx.post(
+        base + "/v2/models/iris/predict/",
+        data={**IRIS, "petal_width": "wide"},
+        headers=_bearer(key),
+        timeout=30,
+    )
+    assert 400 <= r.status_code < 500 and "petal_width" in r.text, r.text
+
+    # Training and its status, through the platform.
+    r = httpx.post(
+        base + "/v2/models/iris/train/",
+        params={"classifier": "knn"},
+        headers=_bearer(key),
+        timeout=30,
+    )
+    assert r.status_code in (200, 201), r.text
+    uuid = r.json()["uuid"]
+    record = _wait_training(base + f"/v2/models/iris/train/{uuid}", key)
+    assert record["status"] == "done", record
+    r = httpx.get(base + "/v2/models/iris/train/", headers=_bearer(key), timeout=30)
+    assert uuid in {t["uuid"] for t in r.json()}
+
+    # The project boundary: another project's key, no key, a language-model key scope.
+    bob_key = _key(gw, bob, "other")
+    r = httpx.post(
+        base + "/v2/models/iris/predict/", data=IRIS, headers=_bearer(bob_key), timeout=30
+    )
+    assert r.status_code == 404, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    r = httpx.post(base + "/v2/models/iris/predict/", data=IRIS, timeout=30)
+    assert r.status_code == 401 and "API key" in r.json()["detail"]
+    r = httpx.get(gw.platform.url + "/m/no-such/v2/models/", headers=_bearer(key), timeout=30)
+    assert r.status_code == 404
+
+    # Too large an upload is refused before it reaches the module.
+    limit = gw.platform.settings.gateway_max_upload_bytes
+    r = httpx.post(
+        base + "/v2/models/iris/predict/",
+        files={"junk": ("big.bin", b"\0" * (limit + 1), "application/octet-stream")},
+        headers=_bearer(key),
+        timeout=60,
+    )
+    assert r.status_code == 413, r.text
+
+    # Metered (no tokens), and the module is not an OpenAI model.
+    rows = gw.wait_usage(3, model="iris-lab")
+    assert sum(row["requests"] for row in rows) >= 3
+    r = httpx.get(gw.url + "/models", headers=_bearer(key), timeout=30)
+    assert "iris-lab" not in {m["id"] for m in r.json()["data"]}
+
+    # Its owner's project may change and delete it; the audit trail has both.
+    r = gw.api("PATCH", "/models/iris-lab", ana, json={"max_replicas": 2})
+    assert r.status_code == 200, r.text
+    r = gw.api("DELETE", "/models/iris-lab", bob)
+    assert r.status_code == 404
+    r = gw.api("DELETE", "/models/iris-lab", ana)
+    assert r.status_code == 204
+    r = gw.api("GET", "/audit", ADMIN_KEY, params={"target": "model:iris-lab"})
+    actions = {e["action"] for e in r.json()["items"]} if r.status_code == 200 else set()
+    assert {"model.create", "model.update", "model.delete"} <= actions, r.text
+
+
+def _digit_png(index: int = 0) -> tuple[bytes, int]:
+    digits = load_digits()
+    pixels = (digits.images[index] * (255 / 16)).astype("uint8")
+    image = Image.fromarray(pixels, mode="L").resize((32, 32), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue(), int(digits.target[index])
+
+
+@SQLITE
+def test_digits_on_slurm_from_zero_with_a_png(
+    gateway_factory: Callable[..., Gateway], cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    gw = gateway_factory(backends=[slurm_backend(cluster, tmp_path)])
+    r = gw.api(
+        "POST",
+        "/models",
+        json={
+            "name": "digits",
+            "kind": "deepaas",
+            "inputs": {"module": "digits"},
+            "backends": ["hpc"],
+            "queue_timeout": 90,
+        },
+    )
+    assert r.status_code == 201, r.text
+    _, key = gw.key()
+    png, label = _digit_png()
+    r = httpx.post(
+        gw.platform.url + "/m/digits/v2/models/digits/predict/",
+        files={"image": ("digit.png", png, "image/png")},
+        headers=_bearer(key),
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["digit"] == label
+    status = gw.api("GET", "/models/digits", ADMIN_KEY).json()
+    (replica,) = status["replicas"]
+    assert replica["backend"] == "hpc" and replica["state"] == "running"
+    # A text file where the image belongs: the module's own clear message, not a stack trace.
+    r = httpx.post(
+        gw.platform.url + "/m/digits/v2/models/digits/predict/",
+        files={"image": ("notes.txt", b"just some words", "text/plain")},
+        headers=_bearer(key),
+        timeout=60,
+    )
+    assert r.status_code == 400, r.text
+    assert "Traceback" not in r.text and "image" in r.text.lower()

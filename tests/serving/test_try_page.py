@@ -1,0 +1,96 @@
+"""The "Try it" page in Chromium: the predict form is built from the module server's argument schema (a
+file upload and a choice for the digits module), the prediction goes through the platform with
+the session, and the answer shows as JSON or as an image."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.conftest import ADMIN_KEY, ADMIN_PASSWORD
+from tests.deployments.conftest import Platform
+from tests.serving.test_served_modules import _digit_png
+
+
+@pytest.fixture
+def digits(platform: Platform) -> Platform:
+    body = {
+        "name": "digits",
+        "kind": "deepaas",
+        "public": True,
+        "min_replicas": 1,
+        "inputs": {"module": "digits"},
+    }
+    r = platform.api("POST", "/models", json=body)
+    assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 90
+    while True:  # the autoscaler keeps the minimum: one replica starts
+        r = platform.api("GET", "/models/digits")
+        if any(d["state"] == "running" for d in r.json()["replicas"]):
+            break
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+    deadline = time.monotonic() + 15
+    while True:  # and the gateway has picked it up
+        r = httpx.get(
+            platform.url + "/m/digits/v2/models/",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            timeout=30,
+        )
+        if r.status_code == 200:
+            return platform
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def tab(browser: Browser, digits: Platform) -> Iterator[Page]:
+    context = browser.new_context(base_url=digits.url, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto("/login")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(digits.url + "/")
+    yield page
+    context.close()
+
+
+def test_try_it_uploads_a_png_and_shows_json_then_an_image(tab: Page) -> None:
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.goto("/models/digits")
+    tab.get_by_role("link", name="Try it").click()
+    expect(tab.get_by_role("heading", name="Try digits")).to_be_visible()
+    upload = tab.get_by_label("image *")
+    expect(upload).to_be_visible()
+    png, label = _digit_png(3)
+    upload.set_input_files({"name": "digit.png", "mimeType": "image/png", "buffer": png})
+    tab.get_by_label("accept").select_option("application/json")
+    tab.get_by_role("button", name="Predict").click()
+    result = tab.locator("#try-result pre")
+    expect(result).to_contain_text('"digit"')
+    assert f'"digit": {label}' in result.inner_text()
+    expect(tab.locator("#try-result-meta")).to_contain_text("HTTP 200")
+
+    tab.get_by_label("accept").select_option("image/png")
+    tab.get_by_role("button", name="Predict").click()
+    image = tab.locator("#try-result img")
+    expect(image).to_be_visible()
+    # A real PNG, decoded by the browser (blob: images are allowed by the pages' CSP).
+    deadline = time.monotonic() + 10
+    while tab.evaluate("document.querySelector('#try-result img').naturalWidth") == 0:
+        assert time.monotonic() < deadline, "the image result did not load"
+        time.sleep(0.1)
+
+    # A missing file: the browser's own check stops it; a text file: the module's message.
+    upload.set_input_files({"name": "notes.txt", "mimeType": "text/plain", "buffer": b"words"})
+    tab.get_by_role("button", name="Predict").click()
+    expect(tab.locator("#try-result-meta")).to_contain_text("image")
+    assert "Traceback" not in tab.locator("#try-result-meta").inner_text()
+    assert not errors, errors

@@ -129,13 +129,22 @@ def agora_server(settings, port: int):  # type: ignore[no-untyped-def]
 
     from agora.app import create_app
     from agora.bootstrap import bootstrap
+    from agora.gateway.front import GatewayProtocol
     from agora.runtime import Runtime
 
     runtime = Runtime.create(settings)
     app = create_app(runtime=runtime)
     bootstrap(runtime)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        # The HTTP protocol `agora up` runs: /v1 answered by the gateway's lean front.
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            http=GatewayProtocol,
+        )
     )
     thread = threading.Thread(target=server.run, name="agora-server", daemon=True)
     thread.start()

@@ -5,6 +5,7 @@ Server modules are imported inside the command so that the other commands start 
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -133,8 +134,17 @@ def up(
 
     import uvicorn
 
+    from agora.gateway.front import GatewayProtocol
+
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+        # /v1 is answered by the gateway straight from the HTTP parser, without ASGI.
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            http=GatewayProtocol,
+        )
     finally:
         runtime.db.dispose()
 
@@ -147,6 +157,15 @@ def gateway(
         int | None,
         typer.Option(min=1, max=65535, help="Port to listen on (default: AGORA_PORT or 8000)."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=256,
+            help="Gateway processes sharing the port (one per core); more than one needs "
+            "AGORA_REDIS_URL so that they share rate limits.",
+        ),
+    ] = 1,
 ) -> None:
     """Run an extra gateway process (/v1 only) on the control plane's database.
 
@@ -154,6 +173,11 @@ def gateway(
     rate limits. `agora up` serves the gateway too; this process adds capacity.
     """
     settings = load_settings(host=host, port=port)
+    if workers > 1 and not settings.redis_url:
+        raise CliError(
+            "--workers above 1 needs AGORA_REDIS_URL: each process would otherwise keep rate "
+            "limits of its own"
+        )
     _check_port_free(settings.host, settings.port)
     from agora.gateway.app import standalone
     from agora.migrations import current_revision
@@ -170,18 +194,39 @@ def gateway(
             ("URL", f"http://{settings.host}:{settings.port}/v1"),
             ("Database", describe_database(str(settings.database_url))),
             ("Limits", "Redis" if settings.redis_url else "in this process"),
+            ("Processes", str(workers)),
         ],
     )
     sys.stdout.flush()
     import uvicorn
 
+    from agora.gateway.front import GatewayProtocol
+
     try:
+        if workers == 1:
+            # /v1 is answered by the gateway straight from the HTTP parser, without ASGI.
+            uvicorn.run(
+                standalone(runtime),
+                host=settings.host,
+                port=settings.port,
+                log_level=settings.log_level,
+                lifespan="on",
+                http=GatewayProtocol,
+            )
+            return
+        runtime.db.dispose()
+        # Each worker builds its gateway from the environment: pass on what came as options.
+        os.environ["AGORA_HOST"] = settings.host
+        os.environ["AGORA_PORT"] = str(settings.port)
         uvicorn.run(
-            standalone(runtime),
+            "agora.gateway.app:standalone_from_env",
+            factory=True,
+            workers=workers,
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
             lifespan="on",
+            http=GatewayProtocol,
         )
     finally:
         runtime.db.dispose()

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -22,7 +23,15 @@ from starlette.types import Receive, Scope, Send
 
 from agora.gateway.directory import Caller, Directory, ModelEntry
 from agora.gateway.limits import Limit, Limiter, LimiterUnavailable, build_limiter
-from agora.gateway.protocol import ENDPOINTS, GatewayError, parse_request, refused
+from agora.gateway.protocol import (
+    ENDPOINTS,
+    AsgiReply,
+    GatewayError,
+    Reply,
+    parse_request,
+    refused,
+    too_large,
+)
 from agora.gateway.proxy import Forwarder
 from agora.gateway.router import Router
 from agora.gateway.upstream import Client as UpstreamClient
@@ -99,15 +108,38 @@ class Gateway:
     # --- requests ----------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry (``AgoraApp``, test apps); :mod:`agora.gateway.front` calls ``handle``
+        without ASGI."""
+        headers = scope["headers"]
+        await self.handle(
+            AsgiReply(send, receive),
+            scope["method"],
+            scope["path"],
+            headers,
+            lambda: self._body(headers, receive),
+        )
+
+    async def handle(
+        self,
+        reply: Reply,
+        method: str,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        read_body: Callable[[], Awaitable[bytes]],
+    ) -> None:
+        """Serve one ``/v1/*`` request; ``read_body`` returns the whole request body (or raises
+        a 413 :class:`GatewayError`)."""
         started = time.perf_counter()
+        caller: Caller | None = None
+        model: ModelEntry | None = None
+        endpoint = ""
+        stream = False
         try:
-            path = scope["path"]
-            method = scope["method"]
             if path == "/v1/models" or path == "/v1/models/":
                 if method not in ("GET", "HEAD"):
                     raise GatewayError(405, "Use GET /v1/models", "method_not_allowed")
-                caller = await self._caller(scope)
-                await self._models(caller, send)
+                caller = await self._caller_of(method, headers)
+                await self._models(caller, reply)
                 return
             target = ENDPOINTS.get(path.rstrip("/"))
             if target is None:
@@ -119,10 +151,11 @@ class Gateway:
                 )
             if method != "POST":
                 raise GatewayError(405, f"Use POST {path}", "method_not_allowed")
-            caller = await self._caller(scope)
-            body = await self._body(scope, receive)
+            caller = await self._caller_of(method, headers)
+            body = await read_body()
             endpoint, kind = target
             req = parse_request(body, endpoint)
+            stream = bool(req.get("stream"))
             snapshot = self.directory.snapshot
             model = snapshot.models.get(req["model"])
             if model is None or not (model.public or caller.project_id in model.granted):
@@ -147,6 +180,8 @@ class Gateway:
                     + (
                         "use /v1/embeddings"
                         if model.kind == "embedding"
+                        else f"a DEEPaaS module: call it at /m/{model.name}/v2/models/"
+                        if model.kind == "deepaas"
                         else "use /v1/chat/completions or /v1/completions"
                     ),
                     "wrong_endpoint",
@@ -161,18 +196,23 @@ class Gateway:
                         503, str(exc), "limiter_unavailable", retry_after=5
                     ) from None
                 if refusal is not None:
-                    self._meter(caller, model, endpoint, 0, 0, started, 429, req)
+                    self._meter(caller, model, endpoint, 0, 0, started, 429, stream)
                     raise refused(refusal)
             assert self.forwarder is not None
-            status, tokens_in, tokens_out = await self.forwarder.forward(
-                scope, receive, send, model, endpoint, req, body
+            status, tokens_in, tokens_out = await self.forwarder.forward_to(
+                reply, model, endpoint, req, body
             )
-            self._meter(caller, model, endpoint, tokens_in, tokens_out, started, status, req)
+            self._meter(caller, model, endpoint, tokens_in, tokens_out, started, status, stream)
             if limits and (tokens_in or tokens_out):
                 # The answer is sent already: metering here delays nobody.
                 await self._add_tokens(limits, tokens_in + tokens_out)
         except GatewayError as exc:
-            await _send_error(send, exc)
+            await reply.error(exc)
+        except asyncio.CancelledError:
+            # The client went away (the lean front cancels its request): meter what it cost.
+            if caller is not None and model is not None and reply.gone:
+                self._meter(caller, model, endpoint, 0, 0, started, 499, stream)
+            raise
 
     async def _add_tokens(self, limits: tuple[Limit, ...], tokens: int) -> None:
         try:
@@ -189,25 +229,26 @@ class Gateway:
         tokens_out: int,
         started: float,
         status: int,
-        req: dict[str, Any],
+        stream: bool,
     ) -> None:
+        now = time.perf_counter()
         self.usage.record(
             Usage(
-                time=time.time(),
-                user_id=caller.user_id,
-                project_id=caller.project_id,
-                api_key_id=caller.key_id,
-                model=model.name,
-                endpoint=endpoint,
-                tokens_in=tokens_in,
-                tokens_out=tokens_out,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                status=status,
-                stream=bool(req.get("stream")),
+                time.time(),
+                caller.user_id,
+                caller.project_id,
+                caller.key_id,
+                model.name,
+                endpoint,
+                tokens_in,
+                tokens_out,
+                (now - started) * 1000,
+                status,
+                stream,
             )
         )
 
-    async def _models(self, caller: Caller, send: Send) -> None:
+    async def _models(self, caller: Caller, reply: Reply) -> None:
         snapshot = await self.directory.current()
         data = [
             {
@@ -219,20 +260,15 @@ class Gateway:
                 "ready_replicas": sum(1 for r in m.replicas if not r.draining),
             }
             for m in sorted(snapshot.models.values(), key=lambda m: m.name)
-            if m.allowed(caller.project_id)
+            if m.kind != "deepaas" and m.allowed(caller.project_id)
         ]
-        body = orjson.dumps({"object": "list", "data": data})
-        await send({"type": "http.response.start", "status": 200, "headers": _JSON})
-        await send({"type": "http.response.body", "body": body})
+        await reply.whole(200, orjson.dumps({"object": "list", "data": data}))
 
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _body(self, headers: list[tuple[bytes, bytes]], receive: Receive) -> bytes:
         limit = self.rt.settings.gateway_max_body_bytes
-        too_big = GatewayError(
-            413, f"The request body is larger than {limit} bytes", "request_too_large"
-        )
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"content-length" and (not value.isdigit() or int(value) > limit):
-                raise too_big
+                raise too_large(limit)
         chunks = []
         size = 0
         while True:
@@ -242,7 +278,7 @@ class Gateway:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise too_big
+                raise too_large(limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -251,8 +287,12 @@ class Gateway:
     # --- who is calling ----------------------------------------------------------------------
 
     async def _caller(self, scope: Scope) -> Caller:
+        """The caller of an ASGI request (``/m/`` uses this too)."""
+        return await self._caller_of(scope["method"], scope["headers"])
+
+    async def _caller_of(self, method: str, headers: list[tuple[bytes, bytes]]) -> Caller:
         authorization = cookie = csrf = project = None
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"authorization":
                 authorization = value
             elif name == b"cookie":
@@ -262,12 +302,13 @@ class Gateway:
             elif name == b"x-agora-project":
                 project = value
         if authorization is not None:
-            scheme, _, token = authorization.decode("latin-1").partition(" ")
+            scheme, _, token = authorization.partition(b" ")
             token = token.strip()
-            if scheme.lower() != "bearer" or not token:
+            if scheme.lower() != b"bearer" or not token:
                 raise _unauthenticated("Send your Agora API key as 'Authorization: Bearer agora_…'")
-            snapshot = await self.directory.current()
-            caller = snapshot.keys.get(hashlib.sha256(token.encode()).hexdigest())
+            if self.directory.stale:
+                await self.directory.current()
+            caller = self.directory.snapshot.keys.get(hashlib.sha256(token).hexdigest())
             if caller is None:
                 raise _unauthenticated(
                     "Incorrect API key provided: it is not valid, was revoked or has expired"
@@ -287,9 +328,7 @@ class Gateway:
             from agora.gateway.sessions import session_caller
 
             await self.directory.current()
-            return await asyncio.to_thread(
-                session_caller, self.rt, scope["method"], cookie, csrf, project
-            )
+            return await asyncio.to_thread(session_caller, self.rt, method, cookie, csrf, project)
         raise _unauthenticated(
             "No API key provided: send 'Authorization: Bearer agora_…' (create a key with "
             "the 'inference' scope in your project)"
@@ -301,18 +340,23 @@ def _unauthenticated(message: str) -> GatewayError:
 
 
 async def _send_error(send: Send, exc: GatewayError) -> None:
-    with contextlib.suppress(OSError, RuntimeError):
-        await send({"type": "http.response.start", "status": exc.status, "headers": exc.headers()})
-        await send({"type": "http.response.body", "body": exc.body()})
+    await AsgiReply(send, _no_receive).error(exc)
 
 
-def standalone(runtime: Runtime) -> Any:
+async def _no_receive() -> Any:
+    return {"type": "http.disconnect"}
+
+
+class Standalone:
     """A gateway-only ASGI app (``agora gateway``): ``/v1/*`` and a health check, nothing else.
     Several of these scale out behind a load balancer; they share the control plane's
-    database and, for limits, its Redis."""
-    gateway = Gateway(runtime)
+    database and, for limits, its Redis. ``gateway`` lets :mod:`agora.gateway.front` find it."""
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(self, runtime: Runtime) -> None:
+        self.gateway = Gateway(runtime)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = self.gateway
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -339,4 +383,13 @@ def standalone(runtime: Runtime) -> Any:
             return
         await _send_error(send, GatewayError(404, "This gateway serves /v1/* only", "unknown_url"))
 
-    return app
+
+def standalone(runtime: Runtime) -> Standalone:
+    return Standalone(runtime)
+
+
+def standalone_from_env() -> Standalone:
+    """A worker of ``agora gateway --workers N``: settings from the environment."""
+    from agora.settings import Settings
+
+    return Standalone(Runtime.create(Settings()))

@@ -71,7 +71,12 @@ class Limit:
 
     @property
     def active(self) -> bool:
-        return any(v is not None for v in self.values)
+        return (
+            self.rpm is not None
+            or self.tpm is not None
+            or self.tokens_per_day is not None
+            or self.tokens_per_month is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +88,7 @@ class Refusal:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to make, once per request
 class _Windows:
     """The windows ``now`` falls in, and where they end."""
 
@@ -135,10 +140,20 @@ class _Windows:
 
     def check(self, limit: Limit, counts: Sequence[int]) -> Refusal | None:
         """The first window of ``limit`` without room for one more, given ``keys()``' counts."""
-        pairs = ((counts[1], counts[0]), (counts[3], counts[2]), (0, counts[4]), (0, counts[5]))
-        for kind, value, (previous, current) in zip(_KINDS, limit.values, pairs, strict=True):
-            if value is not None and self.estimate(previous, current) + 1 > value + _EPS:
-                return self.refusal(limit, kind, previous, current)
+        # Unrolled (once per request and limit): estimate(previous, current) + 1 > limit.
+        keep = 1 - self.elapsed
+        value = limit.rpm
+        if value is not None and counts[1] * keep + counts[0] + 1 > value + _EPS:
+            return self.refusal(limit, "rpm", counts[1], counts[0])
+        value = limit.tpm
+        if value is not None and counts[3] * keep + counts[2] + 1 > value + _EPS:
+            return self.refusal(limit, "tpm", counts[3], counts[2])
+        value = limit.tokens_per_day
+        if value is not None and counts[4] + 1 > value + _EPS:
+            return self.refusal(limit, "day", 0, counts[4])
+        value = limit.tokens_per_month
+        if value is not None and counts[5] + 1 > value + _EPS:
+            return self.refusal(limit, "month", 0, counts[5])
         return None
 
     def refusal(self, limit: Limit, kind: Kind, previous: int, current: int) -> Refusal:
@@ -226,13 +241,17 @@ class MemoryLimiter(Limiter):
             return None
         w = _Windows.at(now)
         keys = [w.keys(limit.scope) for limit in active]
+        counts = self._counts
         with self._lock:
             self._prune(w)
             for limit, names in zip(active, keys, strict=True):
-                if refusal := w.check(limit, [self._counts.get(k, 0) for k in names]):
+                if refusal := w.check(limit, [counts.get(k, 0) for k in names]):
                     return refusal
+            expires = w.now + _TTL_MINUTE
             for names in keys:
-                self._add(names[0], 1, w.now + _TTL_MINUTE)
+                key = names[0]
+                counts[key] = counts.get(key, 0) + 1
+                self._expiry[key] = expires
         return None
 
     async def add_tokens(

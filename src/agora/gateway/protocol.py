@@ -6,9 +6,12 @@ checks the rest and its 4xx answers pass through unchanged.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import orjson
+from starlette.types import Receive, Send
 
 from agora.gateway.limits import Refusal
 
@@ -70,9 +73,108 @@ class GatewayError(Exception):
         return out
 
 
+class Reply:
+    """Where one answer goes: the client's connection (:mod:`agora.gateway.front`, no ASGI) or
+    an ASGI ``send`` (:class:`AsgiReply`). The gateway's logic writes only through this."""
+
+    started = False  # the status line went out: no error answer is possible any more
+
+    @property
+    def gone(self) -> bool:
+        """The client went away."""
+        return False
+
+    async def whole(
+        self,
+        status: int,
+        body: bytes,
+        ctype: bytes = b"application/json",
+        retry_after: int | None = None,
+    ) -> None:
+        """A complete answer with a Content-Length."""
+        raise NotImplementedError
+
+    async def start_stream(self) -> None:
+        """200 with the SSE headers; then ``chunk`` … and ``end_stream``."""
+        raise NotImplementedError
+
+    async def chunk(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def end_stream(self) -> None:
+        raise NotImplementedError
+
+    def unwatch(self) -> None:
+        """The stream is over (or failed): stop watching for the client leaving."""
+
+    async def error(self, exc: GatewayError) -> None:
+        """The error in OpenAI's shape, if nothing was sent yet."""
+        if not self.started:
+            with contextlib.suppress(OSError, RuntimeError):
+                await self.whole(exc.status, exc.body(), retry_after=exc.retry_after)
+
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class AsgiReply(Reply):
+    """A reply through ASGI messages (uvicorn's ordinary path, test apps, ``/m/``)."""
+
+    __slots__ = ("send", "receive", "started", "_watcher")
+
+    def __init__(self, send: Send, receive: Receive) -> None:
+        self.send = send
+        self.receive = receive
+        self.started = False
+        self._watcher: asyncio.Future[Any] | None = None
+
+    @property
+    def gone(self) -> bool:
+        return self._watcher is not None and self._watcher.done()
+
+    async def whole(
+        self,
+        status: int,
+        body: bytes,
+        ctype: bytes = b"application/json",
+        retry_after: int | None = None,
+    ) -> None:
+        headers = [(b"content-type", ctype), (b"content-length", b"%d" % len(body))]
+        if retry_after is not None:
+            headers.append((b"retry-after", b"%d" % retry_after))
+        self.started = True
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def start_stream(self) -> None:
+        self.started = True
+        await self.send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        # The request body was read in full, so the next message is the client leaving.
+        self._watcher = asyncio.ensure_future(self.receive())
+
+    async def chunk(self, data: bytes) -> None:
+        await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end_stream(self) -> None:
+        self.unwatch()
+        await self.send({"type": "http.response.body", "body": b""})
+
+    def unwatch(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+
 def refused(refusal: Refusal) -> GatewayError:
     code = "rate_limit_exceeded" if refusal.kind in ("rpm", "tpm") else "insufficient_quota"
     return GatewayError(429, refusal.message, code, retry_after=max(1, refusal.retry_after))
+
+
+def too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"The request body is larger than {limit} bytes", "request_too_large")
 
 
 def bad(message: str, param: str | None = None) -> GatewayError:

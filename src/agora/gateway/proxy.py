@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from agora.gateway.directory import ModelEntry
-from agora.gateway.protocol import GatewayError, usage_of
+from agora.gateway.protocol import AsgiReply, GatewayError, Reply, usage_of
 from agora.gateway.router import ReplicaState
 from agora.gateway.upstream import BrokenResponse, UpstreamError
 
@@ -30,12 +31,9 @@ if TYPE_CHECKING:
     from agora.gateway.app import Gateway
 
 log = logging.getLogger("agora.gateway")
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 _JSON = b"application/json"
+_WANT_USAGE = b'"stream_options":{"include_usage":true},'
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')  # a usage object, not the null of every chunk
 
 
 class Forwarder:
@@ -54,33 +52,59 @@ class Forwarder:
         req: dict[str, Any],
         body: bytes,
     ) -> tuple[int, int, int]:
+        """Serve the request from a replica, answering through ASGI ``send``; returns (status,
+        tokens in, tokens out)."""
+        return await self.forward_to(AsgiReply(send, receive), model, endpoint, req, body)
+
+    async def forward_to(
+        self,
+        reply: Reply,
+        model: ModelEntry,
+        endpoint: str,
+        req: dict[str, Any],
+        body: bytes,
+    ) -> tuple[int, int, int]:
         """Serve the request from a replica; returns (status, tokens in, tokens out)."""
         stream = bool(req.get("stream"))
         client_usage = False
+        rename = model.upstream_model != model.name
         if stream:
-            options = req.get("stream_options") or {}
-            client_usage = bool(options.get("include_usage"))
+            options = req.get("stream_options")
+            client_usage = bool(options and options.get("include_usage"))
             if not client_usage:
-                req["stream_options"] = {**options, "include_usage": True}
-        if stream and not client_usage or model.upstream_model != model.name:
+                if "stream_options" not in req and not rename:
+                    # Ask for usage without re-serializing the request: the body is a JSON
+                    # object without this key, so it goes first.
+                    start = body.index(b"{") + 1
+                    body = body[:start] + _WANT_USAGE + body[start:]
+                else:
+                    req["stream_options"] = {**(options or {}), "include_usage": True}
+                    rename = True
+        if rename:
             req["model"] = model.upstream_model
             body = orjson.dumps(req)
+        # asyncio.timeout's work, with less of it (this runs for every request): a timer that
+        # cancels this task, and the cancellation turned into a 504.
+        task = asyncio.current_task()
+        assert task is not None
+        expired: list[bool] = []
+        timer = asyncio.get_running_loop().call_later(model.total_timeout, _expire, task, expired)
         try:
-            async with asyncio.timeout(model.total_timeout):
-                return await self._attempts(
-                    send, receive, model, _PATHS[endpoint], body, stream, client_usage
-                )
-        except TimeoutError:
+            return await self._attempts(reply, model, _PATHS[endpoint], body, stream, client_usage)
+        except asyncio.CancelledError:
+            if not expired or task.uncancel() > 0:
+                raise
             raise GatewayError(
                 504,
                 f"The model '{model.name}' did not answer within {model.total_timeout:g} s",
                 "upstream_timeout",
             ) from None
+        finally:
+            timer.cancel()
 
     async def _attempts(
         self,
-        send: Send,
-        receive: Receive,
+        reply: Reply,
         model: ModelEntry,
         path: str,
         body: bytes,
@@ -94,14 +118,12 @@ class Forwarder:
             if state is None:
                 if tried:
                     break
-                model = await self._wait_for_replica(model)
+                model = await self.wait_for_replica(model)
                 continue
             tried.append(state.replica.deployment_id)
             self.router.started(model, state)
             try:
-                outcome = await self._try(
-                    send, receive, model, state, path, body, stream, client_usage
-                )
+                outcome = await self._try(reply, model, state, path, body, stream, client_usage)
             finally:
                 self.router.finished(model, state)
             if isinstance(outcome, str):
@@ -117,8 +139,9 @@ class Forwarder:
             retry_after=5,
         )
 
-    async def _wait_for_replica(self, model: ModelEntry) -> ModelEntry:
-        """No replica is ready: wait in the model's queue while one starts."""
+    async def wait_for_replica(self, model: ModelEntry) -> ModelEntry:
+        """No replica is ready: wait in the model's queue while one starts (also for served
+        DEEPaaS modules, agora.gateway.modules)."""
         from agora.gateway.router import QueueFull
 
         models = self.gw.directory
@@ -147,8 +170,7 @@ class Forwarder:
 
     async def _try(
         self,
-        send: Send,
-        receive: Receive,
+        reply: Reply,
         model: ModelEntry,
         state: ReplicaState,
         path: str,
@@ -158,9 +180,7 @@ class Forwarder:
     ) -> tuple[int, int, int] | str:
         """One attempt. A string means it failed before the client saw a byte: retry."""
         if state.replica.base_url.startswith("http://"):
-            return await self._try_lean(
-                send, receive, model, state, path, body, stream, client_usage
-            )
+            return await self._try_lean(reply, model, state, path, body, stream, client_usage)
         http = self.gw.http
         assert http is not None
         replica = state.replica
@@ -178,7 +198,7 @@ class Forwarder:
             response = await http.post(url, data=body, headers=headers, timeout=timeout)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
             if isinstance(exc, aiohttp.ServerTimeoutError) and "connect" not in str(exc).lower():
-                raise _first_byte_timeout(model) from None
+                raise first_byte_timeout(model) from None
             # The upstream's address is the operators' business: log it, tell the caller less.
             log.warning(
                 "model %s, replica %s: %s: %s",
@@ -189,7 +209,7 @@ class Forwarder:
             )
             return "its server could not be reached"
         except TimeoutError:
-            raise _first_byte_timeout(model) from None
+            raise first_byte_timeout(model) from None
         try:
             status = response.status
             if status >= 500:
@@ -209,18 +229,17 @@ class Forwarder:
                     )
                     return "its server broke the connection"
                 except TimeoutError:
-                    raise _first_byte_timeout(model) from None
+                    raise first_byte_timeout(model) from None
                 ctype = response.headers.get("Content-Type", "application/json")
-                return await self._send_whole(send, model, status, ctype.encode("latin-1"), data)
+                return await self._send_whole(reply, model, status, ctype.encode("latin-1"), data)
             chunks = response.content.iter_any()
-            return await self._stream(send, receive, model, chunks, client_usage)
+            return await self._stream(reply, model, chunks, client_usage)
         finally:
             response.release()
 
     async def _try_lean(
         self,
-        send: Send,
-        receive: Receive,
+        reply: Reply,
         model: ModelEntry,
         state: ReplicaState,
         path: str,
@@ -243,7 +262,7 @@ class Forwarder:
             log.warning("model %s, replica %s: %s", model.name, replica.deployment_id, exc)
             return "its server could not be reached"
         except TimeoutError:
-            raise _first_byte_timeout(model) from None
+            raise first_byte_timeout(model) from None
         try:
             status = response.status
             if status >= 500:
@@ -257,17 +276,17 @@ class Forwarder:
                     log.warning("model %s, replica %s: %s", model.name, replica.deployment_id, exc)
                     return "its server broke the connection"
                 except TimeoutError:
-                    raise _first_byte_timeout(model) from None
+                    raise first_byte_timeout(model) from None
                 ctype = response.header(b"content-type") or b"application/json"
-                return await self._send_whole(send, model, status, ctype, data)
+                return await self._send_whole(reply, model, status, ctype, data)
             chunks = response.iter_chunks(model.first_byte_timeout)
-            return await self._stream(send, receive, model, chunks, client_usage)
+            return await self._stream(reply, model, chunks, client_usage)
         finally:
             response.release()
 
     async def _send_whole(
         self,
-        send: Send,
+        reply: Reply,
         model: ModelEntry,
         status: int,
         ctype: bytes,
@@ -281,27 +300,18 @@ class Forwarder:
                 obj = None
             tokens = usage_of(obj)
             if model.upstream_model != model.name and isinstance(obj, dict) and "model" in obj:
-                obj["model"] = model.name
-                data = orjson.dumps(obj)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", ctype), (b"content-length", str(len(data)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": data})
+                data = _rename(data, obj, model)
+        await reply.whole(status, data, ctype)
         return status, tokens[0], tokens[1]
 
     async def _stream(
         self,
-        send: Send,
-        receive: Receive,
+        reply: Reply,
         model: ModelEntry,
         chunks: AsyncIterator[bytes],
         client_usage: bool,
     ) -> tuple[int, int, int]:
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        await reply.start_stream()
         tokens = (0, 0)
         rename = None
         if model.upstream_model != model.name:
@@ -309,30 +319,35 @@ class Forwarder:
                 b'"model":' + orjson.dumps(model.upstream_model),
                 b'"model":' + orjson.dumps(model.name),
             )
-        # The request body was read in full, so the next message is the client leaving.
-        watcher = asyncio.ensure_future(receive())
         pending = b""
         try:
             async for chunk in chunks:
-                if watcher.done():
+                if reply.gone:
                     break  # the client went away: stop reading, which stops the upstream
                 if b"\r\n" in chunk:
                     chunk = chunk.replace(b"\r\n", b"\n")
-                pending += chunk
-                cut = pending.rfind(b"\n\n")
+                if pending:
+                    chunk = pending + chunk
+                cut = chunk.rfind(b"\n\n")
                 if cut < 0:
+                    pending = chunk
                     continue
-                ready, pending = pending[: cut + 2], pending[cut + 2 :]
-                if b'"usage"' in ready:
+                cut += 2
+                if cut == len(chunk):
+                    ready, pending = chunk, b""
+                else:
+                    ready, pending = chunk[:cut], chunk[cut:]
+                if _USAGE.search(ready) is not None:
+                    # Only a usage object counts (servers send "usage": null in every chunk).
                     ready, found = _take_usage(ready, client_usage)
                     if found is not None:
                         tokens = found
                 if rename is not None:
                     ready = ready.replace(*rename)
                 if ready:
-                    await send({"type": "http.response.body", "body": ready, "more_body": True})
-            if pending:
-                await send({"type": "http.response.body", "body": pending, "more_body": True})
+                    await reply.chunk(ready)
+            if pending and not reply.gone:
+                await reply.chunk(pending)
         except (aiohttp.ClientError, OSError, TimeoutError, BrokenResponse, UpstreamError):
             # The replica failed mid-stream: the client has text already, so no retry; end
             # the stream with an error event it can show.
@@ -340,18 +355,25 @@ class Forwarder:
                 502, "The model's replica failed during the answer", "stream_broken"
             )
             with contextlib.suppress(OSError, RuntimeError):
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": b"data: " + error.body() + b"\n\n",
-                        "more_body": True,
-                    }
-                )
+                await reply.chunk(b"data: " + error.body() + b"\n\n")
         finally:
-            watcher.cancel()
+            reply.unwatch()
         with contextlib.suppress(OSError, RuntimeError):
-            await send({"type": "http.response.body", "body": b""})
+            await reply.end_stream()
         return 200, tokens[0], tokens[1]
+
+
+def _rename(data: bytes, obj: dict[str, Any], model: ModelEntry) -> bytes:
+    """The answer with the public model name: a byte-level replace when the upstream's name
+    occurs exactly once as the ``"model"`` value, else re-serialized."""
+    old = orjson.dumps(model.upstream_model)
+    new = orjson.dumps(model.name)
+    for sep in (b'"model":', b'"model": '):
+        key = sep + old
+        if data.count(key) == 1 and data.count(b'"model"') == 1:
+            return data.replace(key, sep + new)
+    obj["model"] = model.name
+    return orjson.dumps(obj)
 
 
 def _take_usage(events: bytes, client_usage: bool) -> tuple[bytes, tuple[int, int] | None]:
@@ -362,7 +384,7 @@ def _take_usage(events: bytes, client_usage: bool) -> tuple[bytes, tuple[int, in
     for event in events.split(b"\n\n"):
         if not event:
             continue
-        if b'"usage"' in event and event.startswith(b"data: {"):
+        if event.startswith(b"data: {") and _USAGE.search(event) is not None:
             try:
                 obj = orjson.loads(event[6:])
             except orjson.JSONDecodeError:
@@ -375,7 +397,12 @@ def _take_usage(events: bytes, client_usage: bool) -> tuple[bytes, tuple[int, in
     return b"".join(out), found
 
 
-def _first_byte_timeout(model: ModelEntry) -> GatewayError:
+def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
+    expired.append(True)
+    task.cancel()
+
+
+def first_byte_timeout(model: ModelEntry) -> GatewayError:
     return GatewayError(
         504,
         f"The model '{model.name}' did not start answering within {model.first_byte_timeout:g} s",

@@ -162,6 +162,14 @@ class Response:
                 return
 
     async def read(self, read_timeout: float) -> bytes:
+        chunks = self._chunks
+        if self.complete and chunks and chunks[-1] is None:  # all in already: the usual case
+            chunks.pop()
+            if self.error is not None:
+                raise self.error
+            data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)  # type: ignore[arg-type]
+            chunks.clear()
+            return data  # type: ignore[return-value]
         return b"".join([c async for c in self.iter_chunks(read_timeout)])
 
     def release(self) -> None:
@@ -216,15 +224,23 @@ class Pool:
 class Client:
     def __init__(self) -> None:
         self.pools: dict[tuple[str, int], Pool] = {}
+        self._bases: dict[str, tuple[Pool, bytes, bytes]] = {}
+        self._heads: dict[tuple[str, str, str], bytes] = {}
 
     def pool_for(self, url: str) -> tuple[Pool, bytes, bytes]:
         """The pool, the Host header value and the path prefix of a base URL."""
+        found = self._bases.get(url)
+        if found is not None:
+            return found
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         pool = self.pools.get((host, port))
         if pool is None:
             pool = self.pools[(host, port)] = Pool(host, port)
-        return pool, parts.netloc.encode(), parts.path.rstrip("/").encode()
+        if len(self._bases) > 1024:  # replicas come and go
+            self._bases.clear()
+        found = self._bases[url] = (pool, parts.netloc.encode(), parts.path.rstrip("/").encode())
+        return found
 
     async def post(
         self,
@@ -235,37 +251,73 @@ class Client:
         connect_timeout: float,
         first_byte_timeout: float,
     ) -> Response:
-        """Send a JSON POST; returns once the status and headers are in.
+        """Send a JSON POST; returns once the status and headers are in."""
+        pool, host, prefix = self.pool_for(url)
+        head = self._heads.get((url, path, auth))
+        if head is None:
+            head = b"".join(
+                (
+                    b"POST ",
+                    prefix,
+                    path.encode(),
+                    b" HTTP/1.1\r\nHost: ",
+                    host,
+                    b"\r\nContent-Type: application/json\r\nAccept-Encoding: identity\r\n",
+                    b"Authorization: " + auth.encode("latin-1") + b"\r\n" if auth else b"",
+                    b"Content-Length: ",
+                )
+            )
+            if len(self._heads) > 1024:
+                self._heads.clear()
+            self._heads[(url, path, auth)] = head
+        request = b"%b%d\r\n\r\n%b" % (head, len(body), body)
+        return await self._send(pool, request, connect_timeout, first_byte_timeout)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        target: bytes,
+        headers: bytes,
+        body: bytes,
+        connect_timeout: float,
+        first_byte_timeout: float,
+    ) -> Response:
+        """Any request (the DEEPaaS passthrough): ``target`` is the raw path and query below the
+        base URL, ``headers`` ready-made header lines, each ending in CRLF."""
+        pool, host, prefix = self.pool_for(url)
+        head = b"%b %b%b HTTP/1.1\r\nHost: %b\r\n%bContent-Length: %d\r\n\r\n" % (
+            method.encode("ascii"),
+            prefix,
+            target,
+            host,
+            headers,
+            len(body),
+        )
+        return await self._send(pool, head + body, connect_timeout, first_byte_timeout)
+
+    async def _send(
+        self, pool: Pool, request: bytes, connect_timeout: float, first_byte_timeout: float
+    ) -> Response:
+        """Write the request; returns once the status and headers are in.
 
         A kept-alive connection the upstream closed meanwhile fails before any byte came
         back: that one is retried once on a fresh connection.
         """
-        pool, host, prefix = self.pool_for(url)
-        head = b"".join(
-            (
-                b"POST ",
-                prefix,
-                path.encode(),
-                b" HTTP/1.1\r\nHost: ",
-                host,
-                b"\r\nContent-Type: application/json\r\nAccept-Encoding: identity\r\n",
-                b"Authorization: " + auth.encode("latin-1") + b"\r\n" if auth else b"",
-                b"Content-Length: ",
-                str(len(body)).encode(),
-                b"\r\n\r\n",
-            )
-        )
+        loop = asyncio.get_running_loop()
         fresh = False
         while True:
             conn, reused = await pool.get(connect_timeout, fresh)
-            response = Response(conn, asyncio.get_running_loop())
+            response = Response(conn, loop)
             conn.response = response
+            timer = None
             try:
                 if conn.closed or conn.transport is None or conn.transport.is_closing():
                     raise UpstreamError("the upstream closed the connection")
-                conn.transport.write(head + body)
-                async with asyncio.timeout(first_byte_timeout):
-                    await response.head
+                conn.transport.write(request)
+                # One timer, not asyncio.timeout's machinery: this runs for every request.
+                timer = loop.call_later(first_byte_timeout, _expire, response.head)
+                await response.head
                 return response
             except UpstreamError:
                 conn.response = None
@@ -278,8 +330,17 @@ class Client:
                 conn.response = None
                 conn.close()
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     def close(self) -> None:
         for pool in self.pools.values():
             pool.close()
         self.pools.clear()
+        self._bases.clear()
+
+
+def _expire(head: asyncio.Future[None]) -> None:
+    if not head.done():
+        head.set_exception(TimeoutError())

@@ -8,7 +8,7 @@ import asyncio
 import datetime as dt
 import logging
 import threading
-from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from sqlalchemy import insert
 
@@ -18,8 +18,9 @@ from agora.models import UsageRecord
 log = logging.getLogger("agora.gateway")
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
+    """One metered request (a tuple: the hot path makes one per request)."""
+
     time: float
     user_id: int | None
     project_id: int | None
@@ -33,46 +34,68 @@ class Usage:
     stream: bool
 
 
+_COLUMNS = Usage._fields
+
+
 class UsageRecorder:
     def __init__(self, db: Database, max_pending: int = 100_000) -> None:
         self.db = db
         self.max_pending = max_pending
         self._pending: list[Usage] = []
         self._lock = threading.Lock()
+        self._insert: tuple[str, list[int] | None] | None = None
         self.dropped = 0
 
     def record(self, usage: Usage) -> None:
-        with self._lock:
-            if len(self._pending) >= self.max_pending:
-                self.dropped += 1  # the database is down for long: keep memory bounded
-                return
-            self._pending.append(usage)
+        # No lock: list.append is atomic, and flush swaps the list in one step.
+        if len(self._pending) >= self.max_pending:
+            self.dropped += 1  # the database is down for long: keep memory bounded
+            return
+        self._pending.append(usage)
+
+    def _statement(self) -> tuple[str, list[int] | None]:
+        """The INSERT in the driver's own parameter style, and for positional styles the order
+        of the values (the driver's executemany, without SQLAlchemy's per-row processing)."""
+        if self._insert is None:
+            compiled = insert(UsageRecord.__table__).compile(  # type: ignore[arg-type]
+                dialect=self.db.engine.dialect, column_keys=list(_COLUMNS)
+            )
+            order = None
+            if compiled.positional:
+                order = [_COLUMNS.index(name) for name in compiled.positiontup or ()]
+            self._insert = (str(compiled), order)
+        return self._insert
 
     def flush(self) -> int:
         with self._lock:
             batch, self._pending = self._pending, []
         if not batch:
             return 0
-        rows = [
-            {
-                "time": dt.datetime.fromtimestamp(u.time, dt.UTC),
-                "user_id": u.user_id,
-                "project_id": u.project_id,
-                "api_key_id": u.api_key_id,
-                "model": u.model,
-                "endpoint": u.endpoint,
-                "tokens_in": u.tokens_in,
-                "tokens_out": u.tokens_out,
-                "latency_ms": round(u.latency_ms, 3),
-                "status": u.status,
-                "stream": u.stream,
-            }
+        sql, order = self._statement()
+        stamp = _sqlite_time if self.db.engine.dialect.name == "sqlite" else _aware
+        rows: list[Any] = [
+            (
+                stamp(u.time),
+                u.user_id,
+                u.project_id,
+                u.api_key_id,
+                u.model,
+                u.endpoint,
+                u.tokens_in,
+                u.tokens_out,
+                round(u.latency_ms, 3),
+                u.status,
+                u.stream,
+            )
             for u in batch
         ]
+        if order is None:
+            rows = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+        elif order != list(range(len(_COLUMNS))):
+            rows = [tuple(row[i] for i in order) for row in rows]
         try:
-            # Core executemany, not the ORM's bulk path: a fraction of the CPU per row.
             with self.db.transaction() as session:
-                session.connection().execute(insert(UsageRecord.__table__), rows)  # type: ignore[arg-type]
+                session.connection().exec_driver_sql(sql, rows)
         except Exception:
             with self._lock:  # try again with the next batch
                 self._pending[:0] = batch[: self.max_pending - len(self._pending)]
@@ -86,3 +109,19 @@ class UsageRecorder:
                 await asyncio.to_thread(self.flush)
             except Exception:
                 log.exception("could not write usage records; they are kept for the next try")
+
+
+def _aware(t: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(t, dt.UTC)
+
+
+_second: tuple[int, str] = (0, "")
+
+
+def _sqlite_time(t: float) -> str:
+    """What SQLAlchemy stores for a UTC datetime in SQLite: "2026-01-02 03:04:05.678901"."""
+    global _second
+    whole = int(t)
+    if _second[0] != whole:
+        _second = (whole, dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%d %H:%M:%S"))
+    return f"{_second[1]}.{min(999_999, round((t - whole) * 1e6)):06d}"

@@ -108,3 +108,16 @@ def test_register_checks_the_file_first_then_registers(
     admin.user("dave")
     dave = Cli(admin_cli.config_path, admin_cli.url, admin.login("dave"))
     assert dave("catalog", "show", "my-streams").exit_code == 1
+
+
+def test_deploy_serves_a_deepaas_entry_and_refuses_one_that_cannot_run(admin_cli: Cli) -> None:
+    out = _ok(admin_cli("catalog", "deploy", "mods", "-p", "default", "--max-replicas", "2"))
+    assert "mods is served as mods in project default" in out
+    assert "/m/mods" in out
+    shown = json.loads(_ok(admin_cli("models", "show", "mods", "--json")))
+    model = shown.get("model", shown)
+    assert model["kind"] == "deepaas" and model["inputs"]["module"] == "mods"
+    assert model["max_replicas"] == 2 and model["min_replicas"] == 0
+    refused = admin_cli("catalog", "deploy", "image-classification", "-p", "default")
+    assert refused.exit_code == 1
+    assert "cannot run on this platform" in refused.output

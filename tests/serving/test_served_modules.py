@@ -160,9 +160,11 @@ def test_member_serves_a_module_and_calls_it_through_the_platform(
     assert r.status_code == 404
     r = gw.api("DELETE", "/models/iris-lab", ana)
     assert r.status_code == 204
-    r = gw.api("GET", "/audit", ADMIN_KEY, params={"target": "model:iris-lab"})
-    actions = {e["action"] for e in r.json()["items"]} if r.status_code == 200 else set()
-    assert {"model.create", "model.update", "model.delete"} <= actions, r.text
+    r = gw.api("GET", "/audit", ADMIN_KEY, params={"action": "model."})
+    assert r.status_code == 200, r.text
+    mine = [e for e in r.json()["entries"] if e["target"] == "model:iris-lab"]
+    assert {e["action"] for e in mine} == {"model.create", "model.update", "model.delete"}
+    assert {e["actor"] for e in mine} == {"ana"}
 
 
 def _digit_png(index: int = 0) -> tuple[bytes, int]:

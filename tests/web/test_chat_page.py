@@ -444,7 +444,15 @@ def test_pages_need_signing_in(client: TestClient) -> None:
 def test_a_deployment_model_lists_its_replicas_and_scaling(
     api: Api, client: TestClient, runtime: Runtime
 ) -> None:
-    r = api.post("/models", {"name": "served", "source": "deployment", "max_replicas": 3})
+    r = api.post(
+        "/models",
+        {
+            "name": "served",
+            "source": "deployment",
+            "max_replicas": 3,
+            "inputs": {"model_path": "/models/served"},
+        },
+    )
     assert r.status_code == 201, r.text
     dep = api.post(
         "/projects/default/deployments", {"template": "batch", "inputs": {"command": "sleep 30"}}

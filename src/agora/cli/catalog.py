@@ -21,8 +21,9 @@ from agora.cli import console
 from agora.cli.client import connect
 from agora.cli.console import CliError, JsonFlag
 from agora.cli.deployments import ProjectOpt, project_of
+from agora.cli.models import BackendOpt, Count, InputOpt, parse_inputs
 
-catalog = typer.Typer(no_args_is_help=True, help="The model catalog: find, read, register.")
+catalog = typer.Typer(no_args_is_help=True, help="The model catalog: find, read, register, deploy.")
 
 NameArg = Annotated[
     str, typer.Argument(metavar="NAME", help="The entry's name (see `agora catalog search`).")
@@ -195,6 +196,48 @@ def register(
         console.print_json(m)
         return
     console.success(f"Registered {m['name']} in project {m['project']} ({_runs(m['run'])}).")
+
+
+@catalog.command("deploy")
+def deploy(
+    entry: NameArg,
+    project: ProjectOpt = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="The served model's name (default: the entry's).", show_default=False
+        ),
+    ] = None,
+    inputs: InputOpt = None,
+    backend: BackendOpt = None,
+    min_replicas: Count = None,
+    max_replicas: Count = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a catalog entry in a project: a DEEPaaS model is served at /m/NAME (scaled from zero
+    unless --min-replicas), an app starts as a deployment of its template."""
+    with connect() as api:
+        body: dict[str, Any] = {"project": project_of(api, project)}
+        for key, value in (
+            ("name", name),
+            ("inputs", parse_inputs(inputs) if inputs else None),
+            ("backends", backend or None),
+            ("min_replicas", min_replicas),
+            ("max_replicas", max_replicas),
+        ):
+            if value is not None:
+                body[key] = value
+        done: dict[str, Any] = api.post(entry_path(entry) + "/deploy", body)
+    if as_json:
+        console.print_json(done)
+        return
+    if done["kind"] == "model":
+        console.success(
+            f"{entry} is served as {done['name']} in project {done['project']}: "
+            f"DEEPaaS clients use the base URL {api.url.rstrip('/')}{done['url']}"
+        )
+    else:
+        console.success(f"{entry} is starting as deployment {done['name']} ({done['url']}).")
 
 
 def _has_own_name(document: Any) -> bool:

@@ -26,7 +26,9 @@ import logging
 import re
 import time
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -35,7 +37,9 @@ from starlette.types import Receive, Scope, Send
 from agora.gateway.directory import Caller, ModelEntry
 from agora.gateway.limits import LimiterUnavailable
 from agora.gateway.protocol import GatewayError, refused
-from agora.gateway.router import QueueFull, ReplicaState
+from agora.gateway.proxy import first_byte_timeout
+from agora.gateway.router import ReplicaState
+from agora.gateway.upstream import BrokenResponse, UpstreamError
 from agora.gateway.usage import Usage
 
 if TYPE_CHECKING:
@@ -61,7 +65,42 @@ _TITLES = {
     503: "Service unavailable",
     504: "Gateway timeout",
 }
+_RETURN_BYTES = {h.encode() for h in _RETURN}
 _RETRYABLE = {502, 503}
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """The request as it goes to a replica, for either HTTP client."""
+
+    method: str
+    target: str  # path and query below the prefix, for aiohttp (which quotes it)
+    raw_target: bytes  # the same as the client sent it, for the lean client
+    headers: dict[str, str]
+    header_block: bytes
+
+    @classmethod
+    def of(cls, scope: Scope, name: str, rest: str) -> _Outgoing:
+        forwarded = [(k, v) for k, v in scope["headers"] if k in _FORWARD]
+        forwarded += [
+            (b"x-forwarded-prefix", f"/m/{name}".encode()),
+            (b"accept-encoding", b"identity"),
+        ]
+        query: bytes = scope.get("query_string", b"")
+        raw_path: bytes = scope.get("raw_path") or b""
+        prefix = f"/m/{name}".encode()
+        raw_rest = raw_path[len(prefix) :] if raw_path.startswith(prefix) else b""
+        if not raw_rest.startswith(b"/"):
+            raw_rest = quote(rest).encode()
+        return cls(
+            method=scope["method"],
+            target=rest + (f"?{query.decode('latin-1')}" if query else ""),
+            raw_target=raw_rest + (b"?" + query if query else b""),
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in forwarded},
+            header_block=b"".join(
+                k + b": " + v + b"\r\n" for k, v in forwarded if k != b"content-length"
+            ),
+        )
 
 
 class ModuleProxy:
@@ -174,13 +213,7 @@ class ModuleProxy:
     async def _forward(
         self, scope: Scope, send: Send, model: ModelEntry, rest: str, body: bytes
     ) -> int:
-        headers = {
-            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _FORWARD
-        }
-        headers["X-Forwarded-Prefix"] = f"/m/{model.name}"
-        headers["Accept-Encoding"] = "identity"
-        query = scope.get("query_string", b"").decode("latin-1")
-        target = rest + (f"?{query}" if query else "")
+        out = _Outgoing.of(scope, model.name, rest)
         tried: list[str] = []
         last_error = "no replica answered"
         try:
@@ -190,15 +223,14 @@ class ModuleProxy:
                     if state is None:
                         if tried:
                             break
-                        model = await self._wait(model)
+                        assert self.gw.forwarder is not None
+                        model = await self.gw.forwarder.wait_for_replica(model)
                         continue
                     tried.append(state.replica.deployment_id)
                     router = self.gw.router
                     router.started(model, state)
                     try:
-                        outcome = await self._try(
-                            send, scope["method"], model, state, target, headers, body
-                        )
+                        outcome = await self._try(send, model, state, out, body)
                     finally:
                         router.finished(model, state)
                     if isinstance(outcome, str):
@@ -220,49 +252,18 @@ class ModuleProxy:
             retry_after=5,
         )
 
-    async def _wait(self, model: ModelEntry) -> ModelEntry:
-        """No replica is ready: wait in the model's queue while one starts."""
-        directory = self.gw.directory
-        try:
-            ready = await self.gw.router.wait_ready(
-                model, model.queue_timeout, lambda: directory.snapshot.models.get(model.name)
-            )
-        except QueueFull:
-            raise GatewayError(
-                503,
-                f"Too many requests are waiting for the module '{model.name}' to start; "
-                "retry shortly",
-                "queue_full",
-                retry_after=10,
-            ) from None
-        current = directory.snapshot.models.get(model.name)
-        if not ready or current is None:
-            why = f" (the last replica failed: {model.last_failure})" if model.last_failure else ""
-            raise GatewayError(
-                503,
-                f"No replica of the module '{model.name}' became ready within "
-                f"{model.queue_timeout:g} s{why}; retry later",
-                "no_capacity",
-                retry_after=30,
-            )
-        return current
-
     async def _try(
-        self,
-        send: Send,
-        method: str,
-        model: ModelEntry,
-        state: ReplicaState,
-        target: str,
-        headers: dict[str, str],
-        body: bytes,
+        self, send: Send, model: ModelEntry, state: ReplicaState, out: _Outgoing, body: bytes
     ) -> int | str:
         """One attempt. A string means it failed before the client saw a byte: retry."""
         replica = state.replica
+        if model.source == "deployment" and replica.base_url.startswith("http://"):
+            return await self._try_lean(send, model, state, out, body)
+        headers = out.headers
         origin = (
             replica.base_url.removesuffix("/v1")
             if model.source == "deployment"
-            else (replica.base_url)
+            else replica.base_url
         )
         if replica.auth:
             headers = {**headers, "Authorization": replica.auth}
@@ -274,8 +275,8 @@ class ModuleProxy:
         )
         try:
             response = await self._session().request(
-                method,
-                origin + target,
+                out.method,
+                origin + out.target,
                 data=body if body else None,
                 headers=headers,
                 timeout=timeout,
@@ -283,27 +284,67 @@ class ModuleProxy:
             )
         except (aiohttp.ClientConnectionError, OSError) as exc:
             if isinstance(exc, aiohttp.ServerTimeoutError) and "connect" not in str(exc).lower():
-                raise _first_byte_timeout(model) from None
+                raise first_byte_timeout(model) from None
             log.warning("module %s, replica %s: %s", model.name, replica.deployment_id, exc)
             return "its server could not be reached"
         except TimeoutError:
-            raise _first_byte_timeout(model) from None
+            raise first_byte_timeout(model) from None
         try:
             if response.status in _RETRYABLE:
                 with contextlib.suppress(Exception):
                     await response.read()
                 return f"HTTP {response.status} from a replica"
-            out = [
+            head = [
                 (k.lower().encode("latin-1"), v.encode("latin-1"))
                 for k, v in response.headers.items()
                 if k.lower() in _RETURN
             ]
-            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            await send({"type": "http.response.start", "status": response.status, "headers": head})
             try:
                 async for chunk in response.content.iter_any():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 # The answer had started: all the client can learn is that it was cut short.
+                log.warning("module %s, replica %s: %s", model.name, replica.deployment_id, exc)
+            await send({"type": "http.response.body", "body": b""})
+            return response.status
+        finally:
+            response.release()
+
+    async def _try_lean(
+        self, send: Send, model: ModelEntry, state: ReplicaState, out: _Outgoing, body: bytes
+    ) -> int | str:
+        """One attempt over the gateway's lean HTTP/1.1 client (Agora's own model servers)."""
+        replica = state.replica
+        headers = out.header_block
+        if replica.auth:
+            headers += b"Authorization: " + replica.auth.encode("latin-1") + b"\r\n"
+        try:
+            response = await self.gw.upstream.request(
+                out.method,
+                replica.base_url.removesuffix("/v1"),
+                out.raw_target,
+                headers,
+                body,
+                model.connect_timeout,
+                model.first_byte_timeout,
+            )
+        except (UpstreamError, BrokenResponse) as exc:
+            log.warning("module %s, replica %s: %s", model.name, replica.deployment_id, exc)
+            return "its server could not be reached"
+        except TimeoutError:
+            raise first_byte_timeout(model) from None
+        try:
+            if response.status in _RETRYABLE:
+                with contextlib.suppress(Exception):
+                    await response.read(model.first_byte_timeout)
+                return f"HTTP {response.status} from a replica"
+            head = [(k, v) for k, v in response.headers if k in _RETURN_BYTES]
+            await send({"type": "http.response.start", "status": response.status, "headers": head})
+            try:
+                async for chunk in response.iter_chunks(model.first_byte_timeout):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except (UpstreamError, BrokenResponse, TimeoutError, OSError) as exc:
                 log.warning("module %s, replica %s: %s", model.name, replica.deployment_id, exc)
             await send({"type": "http.response.body", "body": b""})
             return response.status
@@ -329,14 +370,6 @@ class ModuleProxy:
                 stream=False,
             )
         )
-
-
-def _first_byte_timeout(model: ModelEntry) -> GatewayError:
-    return GatewayError(
-        504,
-        f"The module '{model.name}' did not start answering within {model.first_byte_timeout:g} s",
-        "upstream_timeout",
-    )
 
 
 async def send_problem(send: Send, exc: GatewayError, instance: str) -> None:

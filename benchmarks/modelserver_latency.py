@@ -11,9 +11,9 @@ each served by
 
 - (a) deepaas:  `deepaas-run --model-name M` (DEEPaaS 2.6 from .venv-deepaas);
 - (b) agora:    `python -m agora.modelserver --module M` (Agora's model server, directly);
-- (c) platform: Agora's gateway in front of (b), `/m/{model}/v2/models/{module}/predict/` with
-  `Authorization: Bearer <inference key>` (`agora up` in a temporary data directory, the
-  module registered as an external DEEPaaS model; see `platform_target`).
+- (c) platform: `agora up` in a temporary data directory serving the module as users deploy
+  it (one replica of the deepaas-model template, one worker), called at
+  `/m/{model}/v2/models/{module}/predict/` with `Authorization: Bearer <inference key>`.
 
 Both servers run with the same number of worker processes (--workers, default 1, each's
 default). Load: benchmarks/loadgen.py in its own process, C clients in closed loop on
@@ -218,21 +218,24 @@ def platform_target(base_url: str, headers: dict[str, str], model: str, module: 
     return Target("platform", module, f"{base_url.rstrip('/')}/m/{model}", dict(headers))
 
 
-def setup_platform(url: str, direct: dict[str, Target]) -> str:
-    """Each module as an external DEEPaaS model in front of its (b) server, request limits that
-    never bind, and an inference key (made from a signed-in session, as `agora login` does)."""
+def setup_platform(url: str, modules: list[str]) -> str:
+    """Each module served by the platform as users deploy it (one replica: a deployment of the
+    deepaas-model template on the local backend, one worker, the same server code as (b)),
+    request limits that never bind, and an inference key (made from a signed-in session, as
+    `agora login` does)."""
     with httpx.Client(
         base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
     ) as c:
-        for module, target in direct.items():
+        for module in modules:
             expect(
                 c.post(
                     "/api/v1/models",
                     json={
                         "name": module,
                         "kind": "deepaas",
-                        "source": "external",
-                        "external_url": target.base,
+                        "inputs": {"module": module, "workers": 1},
+                        "min_replicas": 1,
+                        "max_replicas": 1,
                         "public": True,
                     },
                 ),
@@ -265,7 +268,7 @@ def setup_platform(url: str, direct: dict[str, Target]) -> str:
     return str(key["secret"])
 
 
-def wait_platform(target: Target, timeout: float = 60) -> None:
+def wait_platform(target: Target, timeout: float = 180) -> None:
     """Until the platform passes predict through (the model's directory entry is live)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -497,7 +500,7 @@ def main() -> None:
             else:
                 url, (proc, log, port) = platform_pending  # type: ignore[misc]
                 wait_port(port, proc, log, 120)
-                key = setup_platform(url, {m: targets[m]["agora"] for m in modules})
+                key = setup_platform(url, list(modules))
             for module in modules:
                 t = platform_target(url, {"Authorization": f"Bearer {key}"}, module, module)
                 wait_platform(t)

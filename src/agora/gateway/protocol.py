@@ -6,6 +6,7 @@ checks the rest and its 4xx answers pass through unchanged.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 from typing import Any
@@ -73,7 +74,7 @@ class GatewayError(Exception):
         return out
 
 
-class Reply:
+class Reply(abc.ABC):
     """Where one answer goes: the client's connection (:mod:`agora.gateway.front`, no ASGI) or
     an ASGI ``send`` (:class:`AsgiReply`). The gateway's logic writes only through this."""
 
@@ -84,6 +85,7 @@ class Reply:
         """The client went away."""
         return False
 
+    @abc.abstractmethod
     async def whole(
         self,
         status: int,
@@ -92,19 +94,20 @@ class Reply:
         retry_after: int | None = None,
     ) -> None:
         """A complete answer with a Content-Length."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def start_stream(self) -> None:
         """200 with the SSE headers; then ``chunk`` … and ``end_stream``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def chunk(self, data: bytes) -> None:
-        raise NotImplementedError
+        """One piece of the stream."""
 
+    @abc.abstractmethod
     async def end_stream(self) -> None:
-        raise NotImplementedError
+        """The stream's end (the chunked terminator)."""
 
-    def unwatch(self) -> None:
+    def unwatch(self) -> None:  # noqa: B027 - optional: only a reply that watches overrides it
         """The stream is over (or failed): stop watching for the client leaving."""
 
     async def error(self, exc: GatewayError) -> None:

@@ -187,7 +187,8 @@ def test_digits_on_slurm_from_zero_with_a_png(
         json={
             "name": "digits",
             "kind": "deepaas",
-            "inputs": {"module": "digits"},
+            # One of the test node's two CPUs: other tests' jobs may hold the other.
+            "inputs": {"module": "digits", "cpus": 1, "memory_gb": 1},
             "backends": ["hpc"],
             "queue_timeout": 90,
         },
@@ -206,6 +207,8 @@ def test_digits_on_slurm_from_zero_with_a_png(
     status = gw.api("GET", "/models/digits", ADMIN_KEY).json()
     (replica,) = status["replicas"]
     assert replica["backend"] == "hpc" and replica["state"] == "running"
+    job_id = gw.platform.get(replica["id"])["attempts"][0]["job_id"].split("@")[0]
+    assert cluster.job_state(job_id) == "RUNNING"
     # A text file where the image belongs: the module's own clear message, not a stack trace.
     r = httpx.post(
         gw.platform.url + "/m/digits/v2/models/digits/predict/",
@@ -215,3 +218,7 @@ def test_digits_on_slurm_from_zero_with_a_png(
     )
     assert r.status_code == 400, r.text
     assert "Traceback" not in r.text and "image" in r.text.lower()
+    # Removing the model stops its replica: the Slurm job ends and frees the node.
+    assert gw.api("DELETE", "/models/digits", ADMIN_KEY).status_code == 204
+    gw.platform.wait(replica["id"], {"stopped", "failed"}, timeout=60)
+    assert cluster.job_state(job_id) != "RUNNING"

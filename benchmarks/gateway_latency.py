@@ -277,31 +277,37 @@ def setup_agora(url: str, upstream: Target) -> str:
             ),
             201,
         )
-        expect(
-            c.put(
-                "/api/v1/projects/default/limits",
-                json={
-                    "rpm": 100_000_000,
-                    "tpm": 100_000_000_000,
-                    "tokens_per_day": 100_000_000_000,
-                    "tokens_per_month": 100_000_000_000,
-                },
-            ),
-            200,
-        )
-        # Agora makes API keys only from a signed-in session: the admin signs in, as `agora login`.
-        login = expect(
-            c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}),
-            200,
-        )
-        key = expect(
-            c.post(
-                "/api/v1/projects/default/keys",
-                json={"name": "bench", "scopes": ["inference"]},
-                headers={"Authorization": f"Bearer {login['token']}"},
-            ),
-            201,
-        )
+        return inference_key(c)
+
+
+def inference_key(c: httpx.Client) -> str:
+    """Project limits that never bind (so limit checks run) and an inference key for the
+    default project. Agora makes API keys only from a signed-in session: the admin signs in,
+    as `agora login` does."""
+    expect(
+        c.put(
+            "/api/v1/projects/default/limits",
+            json={
+                "rpm": 100_000_000,
+                "tpm": 100_000_000_000,
+                "tokens_per_day": 100_000_000_000,
+                "tokens_per_month": 100_000_000_000,
+            },
+        ),
+        200,
+    )
+    login = expect(
+        c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}),
+        200,
+    )
+    key = expect(
+        c.post(
+            "/api/v1/projects/default/keys",
+            json={"name": "bench", "scopes": ["inference"]},
+            headers={"Authorization": f"Bearer {login['token']}"},
+        ),
+        201,
+    )
     return str(key["secret"])
 
 

@@ -52,11 +52,11 @@ import httpx
 # benchmarks/ is on sys.path as the script's folder.
 from gateway_latency import (
     ADMIN_KEY,
-    ADMIN_PASSWORD,
     Processes,
     expect,
     fmt,
     free_port,
+    inference_key,
     start_agora,
     wait_port,
 )
@@ -241,31 +241,7 @@ def setup_platform(url: str, modules: list[str]) -> str:
                 ),
                 201,
             )
-        expect(
-            c.put(
-                "/api/v1/projects/default/limits",
-                json={
-                    "rpm": 100_000_000,
-                    "tpm": 100_000_000_000,
-                    "tokens_per_day": 100_000_000_000,
-                    "tokens_per_month": 100_000_000_000,
-                },
-            ),
-            200,
-        )
-        login = expect(
-            c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}),
-            200,
-        )
-        key = expect(
-            c.post(
-                "/api/v1/projects/default/keys",
-                json={"name": "bench", "scopes": ["inference"]},
-                headers={"Authorization": f"Bearer {login['token']}"},
-            ),
-            201,
-        )
-    return str(key["secret"])
+        return inference_key(c)
 
 
 def wait_platform(target: Target, timeout: float = 180) -> None:

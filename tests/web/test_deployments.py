@@ -281,7 +281,7 @@ def test_launch_a_batch_job_and_follow_it_live(tab: Page, platform: Platform) ->
     page.screenshot(path=f"{SHOTS}/agora-deployment.png", full_page=True)
 
     # The list shows it, and follows a job that starts and ends while it is open.
-    other = platform.deploy("batch", name="sleeper", inputs={"command": "sleep 2; exit 3"})
+    other = platform.deploy("batch", name="sleeper", inputs={"command": "sleep 8; exit 3"})
     page.get_by_role("link", name="Deployments").first.click()
     row = page.locator(f'tr[data-id="{other["id"]}"]')
     expect(page.get_by_role("link", name="counter")).to_be_visible()

@@ -385,12 +385,47 @@ def print_checks(results: list[dict[str, Any]]) -> None:
         print(f"  {r['check']:40} {r['target']:9} {shown:>10} {'PASS' if r['ok'] else 'FAIL'}")
 
 
+# Which packages each side's Python has: the examples answer through ONNX Runtime where it is
+# installed (agora.examples.store.Predictor), so both sides must have the same ones.
+RUNTIME_PACKAGES = ("deepaas", "scikit-learn", "onnxruntime", "skl2onnx", "numpy", "pillow")
+_VERSIONS = (
+    "import importlib.metadata as m, json\n"
+    "def v(p):\n"
+    "    try: return m.version(p)\n"
+    "    except m.PackageNotFoundError: return None\n"
+    f"print(json.dumps({{p: v(p) for p in {RUNTIME_PACKAGES!r}}}))"
+)
+
+
+def package_versions(python: Path | str) -> dict[str, str | None]:
+    out = subprocess.run([str(python), "-c", _VERSIONS], capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    found: dict[str, str | None] = json.loads(out.stdout)
+    return found
+
+
+def same_model_code(names: list[str]) -> dict[str, dict[str, str | None]]:
+    """The packages the models run on, per side; exits when deepaas-run's differ from Agora's
+    (a comparison of servers must not be one of model runtimes)."""
+    sides = {"agora": package_versions(sys.executable)}
+    if "deepaas" in names:
+        sides["deepaas"] = package_versions(DEEPAAS_VENV / "bin" / "python")
+        differ = [p for p in RUNTIME_PACKAGES[1:] if sides["agora"][p] != sides["deepaas"][p]]
+        if differ:
+            sys.exit(
+                "the models would not run on the same packages under both servers: "
+                + ", ".join(
+                    f"{p} {sides['agora'][p]} here, {sides['deepaas'][p]} in {DEEPAAS_VENV.name}"
+                    for p in differ
+                )
+                + " (make deepaas-venv install)"
+            )
+    return sides
+
+
 def versions() -> dict[str, Any]:
     py = DEEPAAS_VENV / "bin" / "python"
-    deepaas = subprocess.run(
-        [str(py), "-c", "import importlib.metadata as m; print(m.version('deepaas'))"],
-        capture_output=True, text=True, check=False,
-    ).stdout.strip() if py.exists() else None  # fmt: skip
+    deepaas = package_versions(py)["deepaas"] if py.exists() else None
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
         capture_output=True, text=True, check=False,
@@ -434,6 +469,7 @@ def main() -> None:
         parser.error("--platform-url needs --platform-key (an inference key)")
     if "deepaas" in names and not DEEPAAS_RUN.exists():
         sys.exit(f"{DEEPAAS_RUN.relative_to(ROOT)} is missing: `make deepaas-venv`")
+    packages = same_model_code(names)
     conc = [int(c) for c in args.concurrency.split(",")]
     load_before = os.getloadavg()
     if load_before[0] > 0.5:
@@ -511,6 +547,7 @@ def main() -> None:
                 "machine": {"nproc": os.cpu_count(), "platform": platform.platform(),
                             "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
                 "versions": versions(),
+                "packages": packages,
                 "settings": {"targets": names, "modules": modules, "concurrency": conc,
                              "workers": args.workers, "warmup_s": args.warmup,
                              "duration_s": args.duration, "platform_url": args.platform_url,

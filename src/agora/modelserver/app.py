@@ -152,8 +152,9 @@ class _API:
                 pool.close()
             await self.trainings.close()
 
-    def _model(self, request: Request) -> ServedModel:
-        name = request.path_params["name"]
+    def _model(self, request: Request, name: str | None = None) -> ServedModel:
+        if name is None:
+            name = request.path_params["name"]
         model = self.models.get(name)
         if model is None:
             served = ", ".join(self.models) or "none"
@@ -214,8 +215,8 @@ class _API:
         model = self._model(request)
         return _json(self._described(model, (_prefix(request) + request.url.path).rstrip("/")))
 
-    async def predict(self, request: Request) -> Response:
-        model = self._model(request)
+    async def predict(self, request: Request, name: str | None = None) -> Response:
+        model = self._model(request, name)
         upload = await uploads.read(request, self.config.max_upload_bytes)
         try:
             args = model.predict_args.load(upload.query, upload.form, upload.json, request.headers)
@@ -253,9 +254,43 @@ class _API:
         return _json(await self.trainings.cancel(model.name, request.path_params["uuid"]))
 
 
+class _PredictFront:
+    """``POST /v2/models/{name}/predict/`` straight to its handler; the rest to Starlette.
+
+    Predict is the one hot path: skipping Starlette's middleware, router and
+    request/response wrapper halves the server's CPU time per prediction. Its errors are
+    mapped by :func:`problem` as everywhere else.
+    """
+
+    def __init__(self, app: ASGIApp, api: _API) -> None:
+        self.app = app
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith("/v2/models/") and path.endswith("/predict/"):
+                name = path[len("/v2/models/") : -len("/predict/")]
+                if name and "/" not in name:
+                    await self._predict(scope, receive, send, name)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _predict(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await self.api.predict(request, name)
+        except ModelServerError as exc:
+            response = problem(exc.status, exc.detail, **exc.extra)
+        except Exception:
+            logger.exception("unexpected error on POST %s", scope["path"])
+            response = problem(500, "the model server failed to answer; see its log")
+        await response(scope, receive, send)
+
+
 def create_app(models: list[ServedModel], config: ServerConfig) -> ASGIApp:
     api = _API(models, config)
-    app = Starlette(
+    starlette = Starlette(
         routes=api.routes(),
         lifespan=api.lifespan,
         exception_handlers={
@@ -264,4 +299,5 @@ def create_app(models: list[ServedModel], config: ServerConfig) -> ASGIApp:
             Exception: _on_error,
         },
     )
+    app: ASGIApp = _PredictFront(starlette, api)
     return _TokenGuard(app, config.token) if config.token else app

@@ -119,12 +119,68 @@ def worker_main(ref: ModelRef, conn: Connection) -> None:
             conn.send(("error", f"its result cannot be sent back: {exc}"))
 
 
+class _Channel(asyncio.Protocol):
+    """The server's end of a worker's socket pair, read by the event loop's callbacks: each
+    complete frame answers the call waiting for it (one at a time per worker)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiting: asyncio.Future[tuple[str, Any]] | None = None
+        self.answers: list[tuple[str, Any]] = []
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        while len(buffer) >= 4:
+            (size,) = struct.unpack_from("!i", buffer)
+            start = 4
+            if size == -1:  # over 2 GiB: an 8-byte length follows
+                if len(buffer) < 12:
+                    return
+                (size,) = struct.unpack_from("!Q", buffer, 4)
+                start = 12
+            if len(buffer) < start + size:
+                return
+            # our own worker wrote it, as multiprocessing.Connection would
+            answer = pickle.loads(memoryview(buffer)[start : start + size])  # noqa: S301
+            del buffer[: start + size]
+            self._answer(answer)
+
+    def _answer(self, answer: tuple[str, Any]) -> None:
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(answer)
+        else:
+            self.answers.append(answer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None and not waiting.done():
+            waiting.set_exception(WorkerDied("its connection closed"))
+
+    def next_answer(self) -> asyncio.Future[tuple[str, Any]]:
+        future: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
+        if self.answers:
+            future.set_result(self.answers.pop(0))
+        elif self.closed:
+            future.set_exception(WorkerDied("its connection closed"))
+        else:
+            self.waiting = future
+        return future
+
+
 class Worker:
     """One worker process and the server's end of its socket pair.
 
     The worker speaks ``multiprocessing.Connection``'s framing (a 4-byte big-endian length,
-    then a pickle); the server reads and writes it with the event loop's socket calls, never
-    blocking on a large answer.
+    then a pickle); the server reads it with a protocol on the event loop and writes with the
+    transport, never blocking on a large answer or a large job.
     """
 
     def __init__(self, ref: ModelRef) -> None:
@@ -138,21 +194,22 @@ class Worker:
         self.sock = socket.socket(fileno=os.dup(parent.fileno()))
         parent.close()
         self.sock.setblocking(False)
+        self.channel = _Channel()
 
     async def started(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_unix_connection(lambda: self.channel, sock=self.sock)
         status, detail = await self._receive()
         if status != "ready":
             self.kill()
             raise RuntimeError(f"model '{self.ref.name}' failed to load or warm: {detail}")
 
     async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
-        data = bytes(ForkingPickler.dumps((method, kwargs)))
-        try:
-            await asyncio.get_running_loop().sock_sendall(
-                self.sock, struct.pack("!i", len(data)) + data
-            )
-        except OSError as exc:
-            raise WorkerDied(str(exc)) from exc
+        data = ForkingPickler.dumps((method, kwargs))
+        transport = self.channel.transport
+        if transport is None or transport.is_closing():
+            raise WorkerDied(await self._exit_code())
+        transport.write(struct.pack("!i", len(data)) + data)
         status, value = await self._receive()
         if status == "ok":
             return value
@@ -167,35 +224,21 @@ class Worker:
         raise ModelFailed(f"model '{self.ref.name}' failed: {value}")
 
     async def _receive(self) -> tuple[str, Any]:
-        buffer = await self._read(b"", 4)
-        (size,) = struct.unpack("!i", buffer[:4])
-        start = 4
-        if size == -1:  # over 2 GiB: an 8-byte length follows
-            buffer = await self._read(buffer, 12)
-            (size,) = struct.unpack("!Q", buffer[4:12])
-            start = 12
-        buffer = await self._read(buffer, start + size)
-        # our own worker wrote it, as multiprocessing.Connection would
-        answer: tuple[str, Any] = pickle.loads(buffer[start : start + size])  # noqa: S301
-        return answer
+        try:
+            return await self.channel.next_answer()
+        except WorkerDied:
+            raise WorkerDied(await self._exit_code()) from None
 
-    async def _read(self, buffer: bytes, size: int) -> bytes:
-        loop = asyncio.get_running_loop()
-        while len(buffer) < size:
-            try:
-                chunk = await loop.sock_recv(self.sock, max(size - len(buffer), 65536))
-            except OSError:
-                chunk = b""
-            if not chunk:
-                await asyncio.get_running_loop().run_in_executor(None, self.process.join, 1)
-                raise WorkerDied(f"exit code {self.process.exitcode}")
-            buffer += chunk
-        return buffer
+    async def _exit_code(self) -> str:
+        await asyncio.get_running_loop().run_in_executor(None, self.process.join, 1)
+        return f"exit code {self.process.exitcode}"
 
     def kill(self) -> None:
         if self.process.is_alive():
             self.process.kill()
         self.process.join(5)
+        if self.channel.transport is not None:
+            self.channel.transport.abort()
         self.sock.close()
 
 
@@ -228,22 +271,26 @@ class Pool:
         self.ready = True
 
     async def run(self, method: str, kwargs: dict[str, Any]) -> Any:
-        if self._idle.empty() and self._waiting >= self.queue:
-            raise Overloaded(
-                f"model '{self.ref.name}' is busy: {self.size} worker(s) working and "
-                f"{self._waiting} request(s) waiting (--queue); try again shortly",
-            )
         started = time.monotonic()
-        self._waiting += 1
-        try:
-            worker = await asyncio.wait_for(self._idle.get(), self.timeout)
-        except TimeoutError:
-            raise PredictionTimeout(self._late("waited for a free worker")) from None
-        finally:
-            self._waiting -= 1
+        if self._waiting == 0 and not self._idle.empty():  # the usual case: no wait, no task
+            worker = self._idle.get_nowait()
+        else:
+            if self._waiting >= self.queue:
+                raise Overloaded(
+                    f"model '{self.ref.name}' is busy: {self.size} worker(s) working and "
+                    f"{self._waiting} request(s) waiting (--queue); try again shortly",
+                )
+            self._waiting += 1
+            try:
+                worker = await asyncio.wait_for(self._idle.get(), self.timeout)
+            except TimeoutError:
+                raise PredictionTimeout(self._late("waited for a free worker")) from None
+            finally:
+                self._waiting -= 1
         left = self.timeout - (time.monotonic() - started)
         try:
-            result = await asyncio.wait_for(worker.call(method, kwargs), max(left, 0.001))
+            async with asyncio.timeout(max(left, 0.001)):
+                result = await worker.call(method, kwargs)
         except TimeoutError:
             self._replace(worker)
             raise PredictionTimeout(self._late("ran") + "; its worker was restarted") from None

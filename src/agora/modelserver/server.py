@@ -43,5 +43,6 @@ def run(
         port=port,
         log_level="warning",
         access_log=False,
+        proxy_headers=False,  # links use X-Forwarded-Prefix; client addresses are not used
         timeout_graceful_shutdown=5,
     )

@@ -14,7 +14,7 @@ from agora.examples.store import TrainedModel
 NAME = "digits"
 ACCEPT = ["application/json", "image/png"]  # the first is the default
 
-_trained = TrainedModel(NAME, model.fit)
+_trained = TrainedModel(NAME, model.fit, model.sample)
 
 # The JSON answer of predict (DEEPaaS checks answers against it and documents it).
 schema = {
@@ -36,7 +36,7 @@ def get_metadata() -> dict[str, Any]:
 
 def warm() -> None:
     """Load the trained model, or train the default one if there is none yet."""
-    _trained.get()
+    _trained.predictor()
 
 
 def get_predict_args() -> dict[str, fields.Field]:
@@ -69,7 +69,7 @@ def predict(image: Any, accept: str = ACCEPT[0]) -> dict[str, Any] | bytes:
     values = model.image_to_digit(path, name)
     if accept == "image/png":
         return model.digit_png(values)
-    estimator, report = _trained.get()
+    estimator, report = _trained.predictor()
     probabilities = estimator.predict_proba(values.reshape(1, -1))[0]
     best = int(probabilities.argmax())
     return {

@@ -53,6 +53,13 @@ def make_classifier(classifier: str, c: float) -> Any:
     raise BadInput(f"classifier: one of {', '.join(CLASSIFIERS)}, not {classifier!r}")
 
 
+def sample() -> Any:
+    """The data set's inputs: a predictor is checked against them (see ``store.Predictor``)."""
+    from sklearn.datasets import load_digits
+
+    return load_digits().data
+
+
 def fit(
     classifier: str = DEFAULTS["classifier"],
     C: float = DEFAULTS["C"],  # noqa: N803 (the usual name of the argument)
@@ -104,10 +111,11 @@ def image_to_digit(path: str, name: str) -> np.ndarray:
         raise ImageError(f"image: {name} could not be decoded ({exc})") from exc
 
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if np.median(border) > 0.5:  # dark ink on a light background: make the ink white
+    background = float(np.median(border))
+    if background > 0.5:  # dark ink on a light background: make the ink white
         grey = 1.0 - grey
-        border = 1.0 - border
-    ink = np.clip(grey - np.median(border), 0.0, None)
+        background = 1.0 - background  # the median of 1 - x is 1 - the median of x
+    ink = np.clip(grey - background, 0.0, None)
     if ink.max() < INK:
         raise ImageError(f"image: {name} is blank; no digit found")
     ink /= ink.max()

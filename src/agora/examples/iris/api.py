@@ -13,7 +13,7 @@ from agora.examples.store import TrainedModel
 
 NAME = "iris"
 
-_trained = TrainedModel(NAME, model.fit)
+_trained = TrainedModel(NAME, model.fit, model.sample)
 
 # The JSON answer of predict (DEEPaaS checks answers against it and documents it).
 schema = {
@@ -35,7 +35,7 @@ def get_metadata() -> dict[str, Any]:
 
 def warm() -> None:
     """Load the trained model, or train the default one if there is none yet."""
-    _trained.get()
+    _trained.predictor()
 
 
 def get_predict_args() -> dict[str, fields.Field]:
@@ -53,7 +53,7 @@ def predict(
     sepal_length: float, sepal_width: float, petal_length: float, petal_width: float
 ) -> dict[str, Any]:
     row = np.array([[sepal_length, sepal_width, petal_length, petal_width]], dtype=np.float64)
-    estimator, report = _trained.get()
+    estimator, report = _trained.predictor()
     probabilities = estimator.predict_proba(row)[0]
     best = int(probabilities.argmax())
     species = report["species"]

@@ -38,6 +38,13 @@ def make_classifier(classifier: str, seed: int) -> Any:
     raise BadInput(f"classifier: one of {', '.join(CLASSIFIERS)}, not {classifier!r}")
 
 
+def sample() -> Any:
+    """The data set's inputs: a predictor is checked against them (see ``store.Predictor``)."""
+    from sklearn.datasets import load_iris
+
+    return load_iris().data
+
+
 def fit(
     classifier: str = DEFAULTS["classifier"],
     test_size: float = DEFAULTS["test_size"],

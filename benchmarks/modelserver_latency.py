@@ -244,6 +244,52 @@ def setup_platform(url: str, modules: list[str]) -> str:
         return inference_key(c)
 
 
+def teardown_platform(url: str, modules: list[str], data: Path) -> None:
+    """Removes the models, which stops their replicas (deployments outlive `agora up` by
+    design, to be adopted by the next start), and waits for their processes to end; kills what
+    is left after 30 s."""
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+    ) as c:
+        for module in modules:
+            with contextlib.suppress(httpx.HTTPError):
+                c.delete(f"/api/v1/models/{module}")
+    deadline = time.monotonic() + 30
+    while (left := replica_processes(data)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def replica_processes(data: Path) -> list[int]:
+    """Deployment runners started from ``data``, and the servers in their sessions."""
+    runners: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            if b"agora.deployments.runner" in cmdline and str(data).encode() in cmdline:
+                runners.append(int(entry.name))
+    found = set(runners)
+    for pid in runners:
+        with contextlib.suppress(OSError):
+            session = os.getsid(pid)
+            found.update(
+                int(e.name) for e in Path("/proc").iterdir()
+                if e.name.isdigit() and _sid(int(e.name)) == session
+            )  # fmt: skip
+    return sorted(found)
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
 def wait_platform(target: Target, timeout: float = 180) -> None:
     """Until the platform passes predict through (the model's directory entry is live)."""
     deadline = time.monotonic() + timeout
@@ -512,6 +558,8 @@ def main() -> None:
             else:
                 url, (proc, log, port) = platform_pending  # type: ignore[misc]
                 wait_port(port, proc, log, 120)
+                # runs before `agora up` is stopped (the stack unwinds last in, first out)
+                procs.callback(teardown_platform, url, list(modules), tmp / "agora")
                 key = setup_platform(url, list(modules))
             for module in modules:
                 t = platform_target(url, {"Authorization": f"Bearer {key}"}, module, module)

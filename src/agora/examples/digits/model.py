@@ -112,17 +112,17 @@ def image_to_digit(path: str, name: str) -> np.ndarray:
 
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     background = float(np.median(border))
-    if background > 0.5:  # dark ink on a light background: make the ink white
-        grey = 1.0 - grey
-        background = 1.0 - background  # the median of 1 - x is 1 - the median of x
-    ink = np.clip(grey - background, 0.0, None)
-    if ink.max() < INK:
+    # The ink is what differs from the background: brighter on dark paper, darker on light.
+    ink = background - grey if background > 0.5 else grey - background
+    np.maximum(ink, 0.0, out=ink)
+    peak = float(ink.max())
+    if peak < INK:
         raise ImageError(f"image: {name} is blank; no digit found")
-    ink /= ink.max()
 
-    rows = np.flatnonzero((ink >= INK).any(axis=1))
-    cols = np.flatnonzero((ink >= INK).any(axis=0))
-    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    marked = ink >= INK * peak  # at least INK of the brightest ink
+    rows = np.flatnonzero(marked.any(axis=1))
+    cols = np.flatnonzero(marked.any(axis=0))
+    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] / peak
     h, w = ink.shape
     side = max(h, w)
     square = np.zeros((side, side), dtype=np.float32)
@@ -138,7 +138,7 @@ def _greyscale(im: Image.Image) -> np.ndarray:
         rgba = im.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(paper, rgba)
-    return np.asarray(im.convert("L"), dtype=np.float64) / 255.0
+    return np.asarray(im.convert("L"), dtype=np.float32) * np.float32(1 / 255)
 
 
 def digit_png(values: np.ndarray, scale: int = 8) -> bytes:

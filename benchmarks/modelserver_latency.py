@@ -6,6 +6,9 @@ temporary $AGORA_MODULE_DATA every server reads):
 - iris predict: four form fields (application/x-www-form-urlencoded), a JSON answer;
 - digits predict: a PNG upload (multipart/form-data, a 128×128 picture of a data-set digit),
   a JSON answer;
+- wordcount predict: a text file upload (multipart/form-data, 2 KiB), a JSON answer checked
+  against the module's schema: the small DEEPaaS module with a file argument, whose own work
+  is small (benchmarks/modules/wordcount, found through PYTHONPATH by every server);
 
 each served by
 
@@ -65,7 +68,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 DEEPAAS_VENV = ROOT / ".venv-deepaas"
 DEEPAAS_RUN = DEEPAAS_VENV / "bin" / "deepaas-run"
-MODULES = ("iris", "digits")
+MODULES = ("iris", "digits", "wordcount")
+MODULES_PATH = BENCH / "modules"  # the wordcount module, as an installed distribution
 TARGETS = ("deepaas", "agora", "platform")
 IRIS_FLOWER = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.8, "petal_width": 2.2}
 DIGIT_INDEX = 3  # the data set's fourth image, a 3
@@ -103,18 +107,25 @@ def digit_png() -> tuple[bytes, int]:
     return out.getvalue(), int(digits.target[DIGIT_INDEX])
 
 
+TEXT_LINE = "the quick brown fox jumps over the lazy dog while researchers train models\n"
+TEXT = TEXT_LINE * 28  # 2,100 bytes, 28 lines, 364 words
+
+
 def predict_body(module: str) -> tuple[bytes, str]:
-    """The predict request's body and content type: form fields (iris) or an upload (digits)."""
+    """The predict request's body and content type: form fields (iris) or an upload."""
     if module == "iris":
         return urlencode(IRIS_FLOWER).encode(), "application/x-www-form-urlencoded"
-    png, _ = digit_png()
+    if module == "digits":
+        field, filename, ctype, data = "image", "digit.png", "image/png", digit_png()[0]
+    else:
+        field, filename, ctype, data = "text", "notes.txt", "text/plain", TEXT.encode()
     body = (
         (
             f"--{BOUNDARY}\r\n"
-            'Content-Disposition: form-data; name="image"; filename="digit.png"\r\n'
-            "Content-Type: image/png\r\n\r\n"
+            f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: {ctype}\r\n\r\n"
         ).encode()
-        + png
+        + data
         + f"\r\n--{BOUNDARY}--\r\n".encode()
     )
     return body, f"multipart/form-data; boundary={BOUNDARY}"
@@ -139,6 +150,8 @@ def expected(module: str) -> tuple[str, Any]:
     """The key in the JSON answer that `verify` checks, and its right value."""
     if module == "iris":
         return "species", "virginica"
+    if module == "wordcount":
+        return "words", len(TEXT.split())
     return "digit", digit_png()[1]
 
 
@@ -312,7 +325,9 @@ def latency_run(
     request_file = tmp / f"request-{target.name}-{target.module}.http"
     request_file.write_bytes(raw_request(target))
     # Agora's server writes compact JSON, DEEPaaS's has spaces: check a value, not "key": value.
-    answer = '"virginica"' if target.module == "iris" else '"digit"'
+    answer = {"iris": '"virginica"', "digits": '"digit"', "wordcount": '"longest_word"'}[
+        target.module
+    ]
     cmd = [
         sys.executable, str(BENCH / "loadgen.py"),
         "--url", target.predict_url,
@@ -534,6 +549,11 @@ def main() -> None:
     ):
         tmp = Path(tmp_s)
         train_models(tmp / "module-data")
+        # every server (and the platform's replicas, through the job environment) finds the
+        # wordcount module on PYTHONPATH
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(MODULES_PATH), os.environ.get("PYTHONPATH")) if p
+        )
         env = {k: v for k, v in os.environ.items() if k != "AGORA_SERVICE_TOKEN"}
         env["AGORA_MODULE_DATA"] = str(tmp / "module-data")
         targets: dict[str, dict[str, Target]] = {m: {} for m in modules}
@@ -599,7 +619,8 @@ def main() -> None:
                 "settings": {"targets": names, "modules": modules, "concurrency": conc,
                              "workers": args.workers, "warmup_s": args.warmup,
                              "duration_s": args.duration, "platform_url": args.platform_url,
-                             "iris_request": IRIS_FLOWER, "digits_request": "128×128 PNG upload"},
+                             "iris_request": IRIS_FLOWER, "digits_request": "128×128 PNG upload",
+                             "wordcount_request": f"{len(TEXT)}-byte text file upload"},
                 "results": results,
                 "checks": found,
             },

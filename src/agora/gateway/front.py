@@ -31,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from agora.gateway.app import Gateway
+from agora.gateway.modules import ModuleProxy
 from agora.gateway.protocol import GatewayError, Reply, too_large
 
 log = logging.getLogger("agora.gateway")
@@ -54,6 +55,33 @@ def gateway_of(app: Any) -> Gateway | None:
         if app is None:
             break
     return None
+
+
+def modules_of(app: Any) -> ModuleProxy | None:
+    """The ``/m/`` proxy beside the gateway (``AgoraApp.modules``), if any."""
+    for _ in range(8):
+        modules = getattr(app, "modules", None)
+        if isinstance(modules, ModuleProxy):
+            return modules
+        app = getattr(app, "app", None)
+        if app is None:
+            break
+    return None
+
+
+class _Modules:
+    """What a ``/m/`` cycle runs: the module proxy, with the query string the path lacks."""
+
+    __slots__ = ("proxy", "query")
+
+    def __init__(self, proxy: ModuleProxy, query: bytes) -> None:
+        self.proxy = proxy
+        self.query = query
+
+    async def handle(
+        self, reply: Reply, method: str, path: str, headers: Any, read_body: Any
+    ) -> None:
+        await self.proxy.handle(reply, method, path, self.query, headers, read_body)
 
 
 class _Defaults:
@@ -84,15 +112,26 @@ class GatewayProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         lean = not config.root_path and config.limit_concurrency is None
         self.gateway = gateway_of(self.app) if lean else None
-        self.max_body = self.gateway.rt.settings.gateway_max_body_bytes if self.gateway else 0
+        self.modules = modules_of(self.app) if self.gateway is not None else None
+        settings = self.gateway.rt.settings if self.gateway else None
+        self.max_body = settings.gateway_max_body_bytes if settings else 0
+        self.max_upload = settings.gateway_max_upload_bytes if settings else 0
 
     def on_headers_complete(self) -> None:
         gateway = self.gateway
         url = self.url
-        if gateway is None or url[:4] != b"/v1/" or self.parser.should_upgrade():
+        if gateway is None or url[:3] not in (b"/v1", b"/m/") or self.parser.should_upgrade():
             super().on_headers_complete()
             return
-        raw, _, _ = url.partition(b"?")
+        raw, _, query = url.partition(b"?")
+        target: Any
+        if raw[:4] == b"/v1/":
+            target, limit = gateway, self.max_body
+        elif raw[:3] == b"/m/" and self.modules is not None:
+            target, limit = _Modules(self.modules, query), self.max_upload
+        else:
+            super().on_headers_complete()
+            return
         if b"%" in raw:
             super().on_headers_complete()
             return
@@ -105,14 +144,15 @@ class GatewayProtocol(HttpToolsProtocol):
             raw.decode("ascii"),
             version,
             version != "1.0" and parser.should_keep_alive(),
+            limit,
         )
         existing = self.cycle
         self.cycle = cycle  # type: ignore[assignment]
         if existing is None or existing.response_complete:
-            self._start_asgi_task(cycle, gateway)  # type: ignore[arg-type]
+            self._start_asgi_task(cycle, target)  # type: ignore[arg-type]
         else:  # pipelined: after the answers before it
             self.flow.pause_reading()
-            self.pipeline.appendleft((cycle, gateway))  # type: ignore[arg-type]
+            self.pipeline.appendleft((cycle, target))  # type: ignore[arg-type]
 
     def on_body(self, body: bytes) -> None:
         cycle: Any = self.cycle
@@ -122,7 +162,7 @@ class GatewayProtocol(HttpToolsProtocol):
         if cycle.response_complete or cycle.too_big:
             return
         cycle.size += len(body)
-        if cycle.size > self.max_body:
+        if cycle.size > cycle.max_body:
             cycle.too_big = True
             cycle.parts.clear()
             cycle.set()
@@ -143,9 +183,18 @@ class LeanCycle(Reply):
     ``RequestResponseCycle`` for the protocol and is the gateway's :class:`Reply`."""
 
     def __init__(
-        self, proto: GatewayProtocol, method: str, path: str, version: str, keep_alive: bool
+        self,
+        proto: GatewayProtocol,
+        method: str,
+        path: str,
+        version: str,
+        keep_alive: bool,
+        max_body: int,
     ) -> None:
         self.proto = proto
+        self.max_body = max_body
+        self.chunked = True  # a streamed body's framing (False: a known Content-Length)
+        self.bodiless = False  # an answer that has no body (HEAD, 204, 304)
         self.transport = proto.transport
         self.method = method
         self.path = path
@@ -179,10 +228,10 @@ class LeanCycle(Reply):
             self._task.cancel()  # stops the upstream request; the gateway meters a 499
             self._task = None
 
-    async def run_asgi(self, gateway: Gateway) -> None:
+    async def run_asgi(self, target: Gateway | _Modules) -> None:
         self._task = asyncio.current_task()
         try:
-            await gateway.handle(self, self.method, self.path, self.headers, self.read_body)
+            await target.handle(self, self.method, self.path, self.headers, self.read_body)
         except asyncio.CancelledError:
             if not self.disconnected:
                 self.transport.close()
@@ -202,7 +251,7 @@ class LeanCycle(Reply):
             self.on_response = _nothing
 
     async def read_body(self) -> bytes:
-        limit = self.proto.max_body
+        limit = self.max_body
         for name, value in self.headers:
             if name == b"content-length" and (not value.isdigit() or int(value) > limit):
                 self.too_big = True
@@ -263,6 +312,43 @@ class LeanCycle(Reply):
         self._log(status)
         self._complete()
 
+    async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        if self.disconnected or self.response_complete:
+            return
+        self.started = True
+        head = [_status_line(status), _Defaults.get(self.proto.server_state.default_headers)]
+        head += [name + b": " + value + b"\r\n" for name, value in headers]
+        head.append(b"content-length: %d\r\n" % len(body))
+        if not self.keep_alive:
+            head.append(_CLOSE)
+        head.append(b"\r\n")
+        if self.method != "HEAD":
+            head.append(body)
+        self.transport.write(b"".join(head))
+        self._log(status)
+        self._complete()
+
+    async def start_response(
+        self, status: int, headers: list[tuple[bytes, bytes]], length: int | None
+    ) -> None:
+        if self.disconnected:
+            return
+        self.started = self.streaming = True
+        # No body at all: an answer to HEAD, 1xx, 204 and 304 (no framing, no terminator).
+        self.bodiless = self.method == "HEAD" or status < 200 or status in (204, 304)
+        self.chunked = length is None and not self.bodiless
+        head = [_status_line(status), _Defaults.get(self.proto.server_state.default_headers)]
+        head += [name + b": " + value + b"\r\n" for name, value in headers]
+        if self.chunked:
+            head.append(b"transfer-encoding: chunked\r\n")
+        elif length is not None and status not in (204, 304):
+            head.append(b"content-length: %d\r\n" % length)
+        if not self.keep_alive:
+            head.append(_CLOSE)
+        head.append(b"\r\n")
+        self._buffer(b"".join(head))
+        self._log(status)
+
     # A stream's writes are gathered until the task yields (``call_soon``): the headers go
     # out with the first events and the end with the last ones, in one system call each time
     # rather than one per piece, without delaying anything.
@@ -276,13 +362,13 @@ class LeanCycle(Reply):
         self._log(200)
 
     async def chunk(self, data: bytes) -> None:
-        if self.disconnected or not data:
+        if self.disconnected or not data or self.bodiless:
             return
         flow = self.proto.flow
         if flow.write_paused:
             self._flush()
             await flow.drain()
-        self._buffer(b"%x\r\n%b\r\n" % (len(data), data))
+        self._buffer(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
 
     async def end_stream(self) -> None:
         self._end()
@@ -292,6 +378,15 @@ class LeanCycle(Reply):
             self._write_whole(exc.status, b"application/json", exc.body(), exc.retry_after)
         elif self.streaming:
             self._end()  # too late for an error answer (a timeout mid-stream): end the stream
+
+    def cut(self) -> None:
+        """A started answer broke off: what came goes out, then the connection ends (the client
+        sees a short body or a missing chunked terminator, never a complete-looking answer)."""
+        if self.disconnected or self.response_complete:
+            return
+        self._flush()
+        self.keep_alive = False
+        self._complete()
 
     def _buffer(self, data: bytes) -> None:
         self._out.append(data)
@@ -310,7 +405,8 @@ class LeanCycle(Reply):
     def _end(self) -> None:
         if self.disconnected or self.response_complete:
             return
-        self._out.append(b"0\r\n\r\n")
+        if self.chunked:
+            self._out.append(b"0\r\n\r\n")
         self._flush()
         self._complete()
 
@@ -338,3 +434,8 @@ class LeanCycle(Reply):
 
 def _nothing() -> None:
     pass
+
+
+def _status_line(status: int) -> bytes:
+    line: bytes | None = STATUS_LINE.get(status)
+    return line if line is not None else b"HTTP/1.1 %d \r\n" % status

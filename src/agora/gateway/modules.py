@@ -25,9 +25,9 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import aiohttp
@@ -36,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from agora.gateway.directory import Caller, ModelEntry
 from agora.gateway.limits import LimiterUnavailable
-from agora.gateway.protocol import GatewayError, refused
+from agora.gateway.protocol import AsgiReply, GatewayError, Reply, refused
 from agora.gateway.proxy import first_byte_timeout
 from agora.gateway.router import ReplicaState
 from agora.gateway.upstream import BrokenResponse, UpstreamError
@@ -67,6 +67,8 @@ _TITLES = {
 }
 _RETURN_BYTES = {h.encode() for h in _RETURN}
 _RETRYABLE = {502, 503}
+#: An answer up to this size (with a Content-Length) is read whole and sent in one write.
+_WHOLE = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -80,20 +82,26 @@ class _Outgoing:
     header_block: bytes
 
     @classmethod
-    def of(cls, scope: Scope, name: str, rest: str) -> _Outgoing:
-        forwarded = [(k, v) for k, v in scope["headers"] if k in _FORWARD]
+    def of(
+        cls,
+        method: str,
+        headers: list[tuple[bytes, bytes]],
+        raw_path: bytes,
+        query: bytes,
+        name: str,
+        rest: str,
+    ) -> _Outgoing:
+        forwarded = [(k, v) for k, v in headers if k in _FORWARD]
         forwarded += [
             (b"x-forwarded-prefix", f"/m/{name}".encode()),
             (b"accept-encoding", b"identity"),
         ]
-        query: bytes = scope.get("query_string", b"")
-        raw_path: bytes = scope.get("raw_path") or b""
         prefix = f"/m/{name}".encode()
         raw_rest = raw_path[len(prefix) :] if raw_path.startswith(prefix) else b""
         if not raw_rest.startswith(b"/"):
             raw_rest = quote(rest).encode()
         return cls(
-            method=scope["method"],
+            method=method,
             target=rest + (f"?{query.decode('latin-1')}" if query else ""),
             raw_target=raw_rest + (b"?" + query if query else b""),
             headers={k.decode("latin-1"): v.decode("latin-1") for k, v in forwarded},
@@ -127,30 +135,55 @@ class ModuleProxy:
         return self._http
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry (``AgoraApp``); :mod:`agora.gateway.front` calls :meth:`handle` without
+        ASGI."""
+        headers = scope["headers"]
+        await self.handle(
+            AsgiReply(send, receive),
+            scope["method"],
+            scope["path"],
+            scope.get("query_string", b""),
+            headers,
+            lambda: self._body(headers, receive),
+            scope.get("raw_path") or b"",
+        )
+
+    async def handle(
+        self,
+        reply: Reply,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        read_body: Callable[[], Awaitable[bytes]],
+        raw_path: bytes | None = None,
+    ) -> None:
+        """Serve one ``/m/…`` request; ``path`` is decoded, ``raw_path`` as sent (the same
+        when omitted: the lean front only takes paths without percent-escapes)."""
         started = time.perf_counter()
-        responded = False
-
-        async def tracked(message: MutableMapping[str, Any]) -> None:
-            nonlocal responded
-            responded = True
-            await send(message)
-
         try:
-            match = _PATH.match(scope["path"])
+            match = _PATH.match(path)
             if match is None:
                 raise GatewayError(
                     404, "Served modules answer at /m/<model name>/v2/…", "unknown_url"
                 )
             name, rest = match.group(1), match.group(2) or "/"
-            caller = await self.gw._caller(scope)
+            caller = await self.gw._caller_of(method, headers)
             model = self._model(caller, name)
             await self._admit(caller)
-            body = await self._body(scope, receive)
-            status = await self._forward(scope, tracked, model, rest, body)
+            try:
+                body = await read_body()
+            except GatewayError as exc:
+                raise self._too_big() if exc.status == 413 else exc from None
+            out = _Outgoing.of(
+                method, headers, path.encode() if raw_path is None else raw_path, query,
+                model.name, rest,
+            )  # fmt: skip
+            status = await self._forward(reply, model, rest, out, body)
             self._meter(caller, model, rest, started, status)
         except GatewayError as exc:
-            if not responded:
-                await send_problem(send, exc, scope["path"])
+            if not reply.started:
+                await send_problem(reply, exc, path)
 
     def _model(self, caller: Caller, name: str) -> ModelEntry:
         model = self.gw.directory.snapshot.models.get(name)
@@ -175,14 +208,17 @@ class ModuleProxy:
         if refusal is not None:
             raise refused(refusal)
 
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        too_big = GatewayError(
+    def _too_big(self) -> GatewayError:
+        return GatewayError(
             413,
             f"The request is larger than {self.max_body} bytes, the largest upload this "
             "platform accepts",
             "request_too_large",
         )
-        for key, value in scope["headers"]:
+
+    async def _body(self, headers: list[tuple[bytes, bytes]], receive: Receive) -> bytes:
+        too_big = self._too_big()
+        for key, value in headers:
             if key == b"content-length" and (not value.isdigit() or int(value) > self.max_body):
                 raise too_big
         chunks: list[bytes] = []
@@ -211,9 +247,8 @@ class ModuleProxy:
         return router.pick(model, tried)
 
     async def _forward(
-        self, scope: Scope, send: Send, model: ModelEntry, rest: str, body: bytes
+        self, reply: Reply, model: ModelEntry, rest: str, out: _Outgoing, body: bytes
     ) -> int:
-        out = _Outgoing.of(scope, model.name, rest)
         tried: list[str] = []
         last_error = "no replica answered"
         try:
@@ -230,7 +265,7 @@ class ModuleProxy:
                     router = self.gw.router
                     router.started(model, state)
                     try:
-                        outcome = await self._try(send, model, state, out, body)
+                        outcome = await self._try(reply, model, state, out, body)
                     finally:
                         router.finished(model, state)
                     if isinstance(outcome, str):
@@ -253,12 +288,13 @@ class ModuleProxy:
         )
 
     async def _try(
-        self, send: Send, model: ModelEntry, state: ReplicaState, out: _Outgoing, body: bytes
+        self, reply: Reply, model: ModelEntry, state: ReplicaState, out: _Outgoing, body: bytes
     ) -> int | str:
         """One attempt. A string means it failed before the client saw a byte: retry."""
         replica = state.replica
-        if model.source == "deployment" and replica.base_url.startswith("http://"):
-            return await self._try_lean(send, model, state, out, body)
+        lean = out.method != "HEAD"  # the lean client always expects a body after a length
+        if lean and model.source == "deployment" and replica.base_url.startswith("http://"):
+            return await self._try_lean(reply, model, state, out, body)
         headers = out.headers
         origin = (
             replica.base_url.removesuffix("/v1")
@@ -297,22 +333,24 @@ class ModuleProxy:
             head = [
                 (k.lower().encode("latin-1"), v.encode("latin-1"))
                 for k, v in response.headers.items()
-                if k.lower() in _RETURN
+                if k.lower() in _RETURN and k.lower() != "content-length"
             ]
-            await send({"type": "http.response.start", "status": response.status, "headers": head})
+            await reply.start_response(response.status, head, response.content_length)
             try:
                 async for chunk in response.content.iter_any():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await reply.chunk(chunk)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 # The answer had started: all the client can learn is that it was cut short.
                 log.warning("module %s, replica %s: %s", model.name, replica.deployment_id, exc)
-            await send({"type": "http.response.body", "body": b""})
+                reply.cut()
+                return response.status
+            await reply.end_stream()
             return response.status
         finally:
             response.release()
 
     async def _try_lean(
-        self, send: Send, model: ModelEntry, state: ReplicaState, out: _Outgoing, body: bytes
+        self, reply: Reply, model: ModelEntry, state: ReplicaState, out: _Outgoing, body: bytes
     ) -> int | str:
         """One attempt over the gateway's lean HTTP/1.1 client (Agora's own model servers)."""
         replica = state.replica
@@ -339,14 +377,28 @@ class ModuleProxy:
                 with contextlib.suppress(Exception):
                     await response.read(model.first_byte_timeout)
                 return f"HTTP {response.status} from a replica"
-            head = [(k, v) for k, v in response.headers if k in _RETURN_BYTES]
-            await send({"type": "http.response.start", "status": response.status, "headers": head})
+            head = [
+                (k, v) for k, v in response.headers if k in _RETURN_BYTES and k != b"content-length"
+            ]
+            given = response.header(b"content-length")
+            length = int(given) if given is not None and given.isdigit() else None
             try:
+                if length is not None and length <= _WHOLE:  # a prediction: one write
+                    data = await response.read(model.first_byte_timeout)
+                    await reply.answer(response.status, head, data)
+                    return response.status
+                await reply.start_response(response.status, head, length)
                 async for chunk in response.iter_chunks(model.first_byte_timeout):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await reply.chunk(chunk)
             except (UpstreamError, BrokenResponse, TimeoutError, OSError) as exc:
                 log.warning("module %s, replica %s: %s", model.name, replica.deployment_id, exc)
-            await send({"type": "http.response.body", "body": b""})
+                if not reply.started:  # not retried: the replica may have acted on it
+                    raise GatewayError(
+                        502, f"The module '{model.name}' broke off its answer", "upstream_error"
+                    ) from None
+                reply.cut()
+                return response.status
+            await reply.end_stream()
             return response.status
         finally:
             response.release()
@@ -372,7 +424,7 @@ class ModuleProxy:
         )
 
 
-async def send_problem(send: Send, exc: GatewayError, instance: str) -> None:
+async def send_problem(reply: Reply, exc: GatewayError, instance: str) -> None:
     body = {
         "type": f"https://agora.example/problems/{exc.code or exc.status}",
         "title": _TITLES.get(exc.status, "Error"),
@@ -384,5 +436,4 @@ async def send_problem(send: Send, exc: GatewayError, instance: str) -> None:
     if exc.retry_after is not None:
         headers.append((b"retry-after", str(exc.retry_after).encode()))
     with contextlib.suppress(OSError, RuntimeError):
-        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-        await send({"type": "http.response.body", "body": orjson.dumps(body)})
+        await reply.answer(exc.status, headers, orjson.dumps(body))

@@ -107,6 +107,20 @@ class Reply(abc.ABC):
     async def end_stream(self) -> None:
         """The stream's end (the chunked terminator)."""
 
+    @abc.abstractmethod
+    async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A complete answer with these headers (lower-case names; Content-Length is set here)."""
+
+    @abc.abstractmethod
+    async def start_response(
+        self, status: int, headers: list[tuple[bytes, bytes]], length: int | None
+    ) -> None:
+        """The head of an answer whose body follows in ``chunk`` … ``end_stream``: ``length``
+        bytes, or chunked when it is None. ``headers`` carry no Content-Length."""
+
+    def cut(self) -> None:  # noqa: B027 - optional: a reply that can end its connection does
+        """The answer broke off after it started: the client must not take it for complete."""
+
     def unwatch(self) -> None:  # noqa: B027 - optional: only a reply that watches overrides it
         """The stream is over (or failed): stop watching for the client leaving."""
 
@@ -152,6 +166,20 @@ class AsgiReply(Reply):
         self.started = True
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
+
+    async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.started = True
+        head = [*headers, (b"content-length", b"%d" % len(body))]
+        await self.send({"type": "http.response.start", "status": status, "headers": head})
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def start_response(
+        self, status: int, headers: list[tuple[bytes, bytes]], length: int | None
+    ) -> None:
+        self.started = True
+        if length is not None:
+            headers = [*headers, (b"content-length", b"%d" % length)]
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def start_stream(self) -> None:
         self.started = True

@@ -6,7 +6,6 @@ The server runs as ``agora up`` runs it: uvicorn with ``http=GatewayProtocol``.
 from __future__ import annotations
 
 import functools
-import socket
 import time
 from collections.abc import Callable
 
@@ -18,6 +17,7 @@ from sqlalchemy import select
 from agora.gateway.front import GatewayProtocol
 from agora.models import UsageRecord
 from tests.gateway.conftest import Gateway
+from tests.gateway.rawhttp import Conn
 
 MSG = [{"role": "user", "content": "hello"}]
 
@@ -51,66 +51,6 @@ def _request(
 
 def _chat(stream: bool = False) -> bytes:
     return orjson.dumps({"model": "chat-model", "messages": MSG, "stream": stream})
-
-
-class Conn:
-    """A raw HTTP/1.1 client connection that reads responses one at a time."""
-
-    def __init__(self, gw: Gateway) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", gw.platform.port), timeout=10)
-        self.buf = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> bool:
-        data = self.sock.recv(65536)
-        self.buf += data
-        return bool(data)
-
-    def head(self) -> tuple[int, dict[str, str]]:
-        while b"\r\n\r\n" not in self.buf:
-            assert self._fill(), f"connection closed; got {self.buf!r}"
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return status, headers
-
-    def response(self) -> tuple[int, dict[str, str], bytes]:
-        status, headers = self.head()
-        if "content-length" in headers:
-            size = int(headers["content-length"])
-            while len(self.buf) < size:
-                assert self._fill()
-            body, self.buf = self.buf[:size], self.buf[size:]
-            return status, headers, body
-        assert headers.get("transfer-encoding") == "chunked", headers
-        body = b""
-        while True:
-            while b"\r\n" not in self.buf:
-                assert self._fill()
-            line, rest = self.buf.split(b"\r\n", 1)
-            size = int(line, 16)
-            while len(rest) < size + 2:
-                assert self._fill()
-                line, rest = self.buf.split(b"\r\n", 1)
-            body += rest[:size]
-            self.buf = rest[size + 2 :]
-            if size == 0:
-                return status, headers, body
-
-    def closed(self) -> bool:
-        try:
-            return not self._fill()
-        except ConnectionResetError:
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_pipelined_requests_are_answered_in_order(front: Gateway, key: str) -> None:

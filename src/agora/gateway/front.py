@@ -45,28 +45,29 @@ _CLOSE = b"connection: close\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def gateway_of(app: Any) -> Gateway | None:
-    """The gateway behind uvicorn's wrappers (proxy headers, message logger), if any."""
+def _behind(app: Any, attribute: str, kind: type) -> Any:
+    """``app.<attribute>`` of the kind wanted, looking through uvicorn's wrappers (proxy
+    headers, message logger)."""
     for _ in range(8):
-        gateway = getattr(app, "gateway", None)
-        if isinstance(gateway, Gateway):
-            return gateway
+        found = getattr(app, attribute, None)
+        if isinstance(found, kind):
+            return found
         app = getattr(app, "app", None)
         if app is None:
             break
     return None
+
+
+def gateway_of(app: Any) -> Gateway | None:
+    """The gateway behind the app (``AgoraApp.gateway``), if any."""
+    gateway: Gateway | None = _behind(app, "gateway", Gateway)
+    return gateway
 
 
 def modules_of(app: Any) -> ModuleProxy | None:
     """The ``/m/`` proxy beside the gateway (``AgoraApp.modules``), if any."""
-    for _ in range(8):
-        modules = getattr(app, "modules", None)
-        if isinstance(modules, ModuleProxy):
-            return modules
-        app = getattr(app, "app", None)
-        if app is None:
-            break
-    return None
+    modules: ModuleProxy | None = _behind(app, "modules", ModuleProxy)
+    return modules
 
 
 class _Modules:

@@ -19,6 +19,7 @@ import httpx
 import orjson
 import pytest
 import uvicorn
+from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -29,6 +30,7 @@ from uvicorn import Config as PlainConfig
 
 from agora.gateway import modules
 from agora.gateway.front import GatewayProtocol
+from agora.models import UsageRecord
 from tests.gateway.conftest import Gateway
 from tests.gateway.rawhttp import Conn
 from tests.servers import free_port, wait_for_port
@@ -78,9 +80,15 @@ async def _empty(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def _slow(request: Request) -> Response:
+    await asyncio.sleep(3)
+    return Response(b"late")
+
+
 FAKE_APP = Starlette(
     routes=[
         Route("/v2/models/echo/empty", _empty, methods=["DELETE"]),
+        Route("/v2/models/echo/slow", _slow, methods=["GET"]),
         Route("/v2/models/echo/predict/", _predict, methods=["POST"]),
         Route("/v2/models/echo/big", _big, methods=["GET"]),
         Route("/v2/models/echo/stream", _stream, methods=["GET"]),
@@ -341,3 +349,18 @@ def test_answers_without_a_body_keep_the_connection_clean(
     assert c.buf == b""
     c.close()
     assert set(replies) == {"LeanCycle"}
+
+
+def test_a_client_leaving_is_metered_as_499(front: Gateway, key: str, replies: list[str]) -> None:
+    c = Conn(front)
+    c.send(_get(key, "/m/echo/v2/models/echo/slow"))
+    time.sleep(0.5)  # the request reached the module, which answers after 3 s
+    c.close()
+    deadline = time.monotonic() + 10
+    statuses: list[int] = []
+    while time.monotonic() < deadline and 499 not in statuses:
+        time.sleep(0.2)
+        with front.platform.runtime.db.session() as db:
+            statuses = list(db.scalars(select(UsageRecord.status)))
+    assert statuses == [499]
+    assert replies == ["LeanCycle"]

@@ -319,11 +319,13 @@ class LeanCycle(Reply):
         self.started = True
         head = [_status_line(status), _Defaults.get(self.proto.server_state.default_headers)]
         head += [name + b": " + value + b"\r\n" for name, value in headers]
-        head.append(b"content-length: %d\r\n" % len(body))
+        bodiless = status in (204, 304) or status < 200
+        if not bodiless:
+            head.append(b"content-length: %d\r\n" % len(body))
         if not self.keep_alive:
             head.append(_CLOSE)
         head.append(b"\r\n")
-        if self.method != "HEAD":
+        if self.method != "HEAD" and not bodiless:
             head.append(body)
         self.transport.write(b"".join(head))
         self._log(status)

@@ -161,6 +161,9 @@ class ModuleProxy:
         """Serve one ``/m/…`` request; ``path`` is decoded, ``raw_path`` as sent (the same
         when omitted: the lean front only takes paths without percent-escapes)."""
         started = time.perf_counter()
+        caller: Caller | None = None
+        model: ModelEntry | None = None
+        rest = "/"
         try:
             match = _PATH.match(path)
             if match is None:
@@ -184,6 +187,11 @@ class ModuleProxy:
         except GatewayError as exc:
             if not reply.started:
                 await send_problem(reply, exc, path)
+        except asyncio.CancelledError:
+            if reply.gone and caller is not None and model is not None:
+                # the client left (the lean front cancels its request): metered as on /v1
+                self._meter(caller, model, rest, started, 499)
+            raise
 
     def _model(self, caller: Caller, name: str) -> ModelEntry:
         model = self.gw.directory.snapshot.models.get(name)
@@ -392,6 +400,7 @@ class ModuleProxy:
                     await reply.chunk(chunk)
             except (UpstreamError, BrokenResponse, TimeoutError, OSError) as exc:
                 log.warning("module %s, replica %s: %s", model.name, replica.deployment_id, exc)
+                self.gw.router.failed(state)
                 if not reply.started:  # not retried: the replica may have acted on it
                     raise GatewayError(
                         502, f"The module '{model.name}' broke off its answer", "upstream_error"

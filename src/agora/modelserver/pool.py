@@ -146,8 +146,10 @@ class _Channel(asyncio.Protocol):
                 start = 12
             if len(buffer) < start + size:
                 return
-            # our own worker wrote it, as multiprocessing.Connection would
-            answer = pickle.loads(memoryview(buffer)[start : start + size])  # noqa: S301
+            try:  # our own worker wrote it, as multiprocessing.Connection would
+                answer = pickle.loads(memoryview(buffer)[start : start + size])  # noqa: S301
+            except Exception as exc:  # e.g. a class the server cannot import: the call fails
+                answer = ("error", f"its answer cannot be read here: {type(exc).__name__}: {exc}")
             del buffer[: start + size]
             self._answer(answer)
 
@@ -321,6 +323,8 @@ class Pool:
         worker.kill()
         self._all.discard(worker)
         self._warm -= 1
+        if not self.ready:  # closed: nothing would stop a new worker
+            return
         task = asyncio.get_running_loop().create_task(self._start_one())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -12,7 +12,9 @@ from typing import Any
 
 import openai
 import pytest
+from sqlalchemy import select
 
+from agora.models import UsageRecord
 from tests.conftest import ADMIN_KEY, ADMIN_PASSWORD
 from tests.deployments.conftest import Platform, platform_factory  # noqa: F401 - fixture
 from tests.servers import free_port, wait_for_port
@@ -87,6 +89,17 @@ class Gateway:
             if sum(r["requests"] for r in rows) >= requests or time.monotonic() > deadline:
                 return rows
             time.sleep(0.1)
+
+    def usage_statuses(self, until: int, timeout: float = 10) -> list[int]:
+        """The status of every usage record, once one with ``until`` is written (or time is
+        up): usage is written in batches, off the request path."""
+        deadline = time.monotonic() + timeout
+        statuses: list[int] = []
+        while time.monotonic() < deadline and until not in statuses:
+            time.sleep(0.2)
+            with self.platform.runtime.db.session() as db:
+                statuses = list(db.scalars(select(UsageRecord.status)))
+        return statuses
 
 
 @pytest.fixture

@@ -12,10 +12,8 @@ from collections.abc import Callable
 import orjson
 import pytest
 import uvicorn
-from sqlalchemy import select
 
 from agora.gateway.front import GatewayProtocol
-from agora.models import UsageRecord
 from tests.gateway.conftest import Gateway
 from tests.gateway.rawhttp import Conn
 
@@ -135,13 +133,7 @@ def test_a_client_leaving_mid_stream_cancels_the_request(front: Gateway, key: st
         assert c._fill()
     c.close()  # 4 words at 0.2 s each: the stream was far from done
 
-    deadline = time.monotonic() + 10
-    statuses: list[int] = []
-    while time.monotonic() < deadline and 499 not in statuses:
-        time.sleep(0.2)
-        with front.platform.runtime.db.session() as db:
-            statuses = list(db.scalars(select(UsageRecord.status)))
-    assert statuses == [499]
+    assert front.usage_statuses(until=499) == [499]
 
     # The gateway serves on; the replica was not left marked busy or failed.
     c = Conn(front)

@@ -19,7 +19,6 @@ import httpx
 import orjson
 import pytest
 import uvicorn
-from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -30,7 +29,6 @@ from uvicorn import Config as PlainConfig
 
 from agora.gateway import modules
 from agora.gateway.front import GatewayProtocol
-from agora.models import UsageRecord
 from tests.gateway.conftest import Gateway
 from tests.gateway.rawhttp import Conn
 from tests.servers import free_port, wait_for_port
@@ -356,11 +354,5 @@ def test_a_client_leaving_is_metered_as_499(front: Gateway, key: str, replies: l
     c.send(_get(key, "/m/echo/v2/models/echo/slow"))
     time.sleep(0.5)  # the request reached the module, which answers after 3 s
     c.close()
-    deadline = time.monotonic() + 10
-    statuses: list[int] = []
-    while time.monotonic() < deadline and 499 not in statuses:
-        time.sleep(0.2)
-        with front.platform.runtime.db.session() as db:
-            statuses = list(db.scalars(select(UsageRecord.status)))
-    assert statuses == [499]
+    assert front.usage_statuses(until=499) == [499]
     assert replies == ["LeanCycle"]

@@ -35,7 +35,7 @@ def get_metadata() -> dict[str, Any]:
 
 
 def warm() -> None:
-    pass
+    """Nothing to load: the module has no model."""
 
 
 def get_predict_args() -> dict[str, fields.Field]:
@@ -70,4 +70,5 @@ def get_train_args() -> dict[str, fields.Field]:
 
 
 def train(**kwargs: Any) -> dict[str, Any]:
-    raise NotImplementedError
+    """Nothing to train; both servers answer 501 (DEEPaaS's convention for a missing method)."""
+    raise NotImplementedError("wordcount has nothing to train")

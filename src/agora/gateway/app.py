@@ -34,6 +34,7 @@ from agora.gateway.protocol import (
 )
 from agora.gateway.proxy import Forwarder
 from agora.gateway.router import Router
+from agora.gateway.sessions import SessionCallers, resolve, session_token
 from agora.gateway.upstream import Client as UpstreamClient
 from agora.gateway.usage import Usage, UsageRecorder
 from agora.runtime import Runtime
@@ -50,6 +51,7 @@ class Gateway:
         s = runtime.settings
         self.id = f"{s.host}:{s.port}:{secrets.token_hex(4)}"
         self.directory = Directory(runtime.db, runtime.keyring, s.gateway_refresh_seconds)
+        self.sessions = SessionCallers(runtime)
         self.router = Router(s.gateway_eject_seconds, s.gateway_max_queue)
         self.directory.listeners.append(self.router.sync)
         self.limiter: Limiter = build_limiter(None)
@@ -325,10 +327,14 @@ class Gateway:
             self.rt.key_usage.touch(caller.key_id, dt.datetime.now(dt.UTC))
             return caller
         if cookie is not None:
-            from agora.gateway.sessions import session_caller
-
-            await self.directory.current()
-            return await asyncio.to_thread(session_caller, self.rt, method, cookie, csrf, project)
+            signed_in = session_token(method, self.rt, cookie, csrf)
+            snapshot = await self.directory.current()
+            caller = self.sessions.get(snapshot, signed_in, project)
+            if caller is None:
+                resolved = await asyncio.to_thread(resolve, self.rt, signed_in, project)
+                self.sessions.put(snapshot, signed_in, project, resolved)
+                caller = resolved.caller
+            return caller
         raise _unauthenticated(
             "No API key provided: send 'Authorization: Bearer agora_…' (create a key with "
             "the 'inference' scope in your project)"

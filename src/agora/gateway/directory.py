@@ -11,6 +11,10 @@ rebuilt, in a thread, when something it depends on changes:
 * in other processes within ``gateway_refresh_seconds``: the same hook bumps a version row
   (``system_settings['gateway.version']``) in the writing transaction, and every gateway polls
   that one row.
+
+Ending a sign-in session (sign-out, a password change, an account disabled) and choosing a
+session's project count as such changes too: the gateway caches browser sessions
+(:mod:`agora.gateway.sessions`) and drops them with every rebuild.
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from agora.db import Database
 from agora.gateway.limits import Limit
 from agora.models import (
     ApiKey,
+    AuthSession,
     Deployment,
     DeploymentState,
     GatewayModel,
@@ -250,7 +255,18 @@ def _touches_gateway(session: Session) -> bool:
             return True
         if isinstance(obj, Deployment) and obj.model_id is not None:
             return True
-    return False
+    # A session's chosen project, or a session ended (new ones are not cached anywhere).
+    return any(isinstance(obj, AuthSession) for obj in (*session.dirty, *session.deleted))
+
+
+def _bump(session: Session) -> None:
+    if not session.info.get("gateway_bumped"):
+        session.info["gateway_bumped"] = True
+        session.execute(
+            update(SystemSetting)
+            .where(SystemSetting.key == VERSION_KEY)
+            .values(value=secrets.token_hex(8))
+        )
 
 
 def _before_flush(session: Session, _ctx: Any, _instances: Any) -> None:
@@ -259,13 +275,20 @@ def _before_flush(session: Session, _ctx: Any, _instances: Any) -> None:
 
 
 def _after_flush(session: Session, _ctx: Any) -> None:
-    if session.info.get("gateway_changed") and not session.info.get("gateway_bumped"):
-        session.info["gateway_bumped"] = True
-        session.execute(
-            update(SystemSetting)
-            .where(SystemSetting.key == VERSION_KEY)
-            .values(value=secrets.token_hex(8))
-        )
+    if session.info.get("gateway_changed"):
+        _bump(session)
+
+
+def _on_execute(state: ORMExecuteState) -> None:
+    """Bulk ``DELETE`` statements (signing out ends sessions this way) bypass the flush hooks.
+    Bulk updates are left alone: the batched last-used writes are updates of keys and sessions
+    that change nothing the gateway caches."""
+    if not state.is_delete:
+        return
+    mapper = state.bind_mapper
+    if mapper is not None and issubclass(mapper.class_, (*_WATCHED, AuthSession)):
+        state.session.info["gateway_changed"] = True
+        _bump(state.session)
 
 
 def _after_commit(session: Session) -> None:
@@ -293,6 +316,7 @@ def install_change_hooks() -> None:
             return
         event.listen(Session, "before_flush", _before_flush)
         event.listen(Session, "after_flush", _after_flush)
+        event.listen(Session, "do_orm_execute", _on_execute)
         event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_soft_rollback", lambda s, _t: _after_rollback(s))
         _hooked = True

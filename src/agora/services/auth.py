@@ -198,8 +198,12 @@ def logout(ctx: Ctx) -> None:
     audit.record(ctx, "auth.logout", f"user:{p.username}")
 
 
-def end_sessions(ctx: Ctx, user_id: int) -> None:
-    ctx.db.execute(delete(AuthSession).where(AuthSession.user_id == user_id))
+def end_sessions(ctx: Ctx, user_id: int, keep: int | None = None) -> None:
+    """Sign the user out everywhere, except in session ``keep`` when given."""
+    ended = delete(AuthSession).where(AuthSession.user_id == user_id)
+    if keep is not None:
+        ended = ended.where(AuthSession.id != keep)
+    ctx.db.execute(ended)
 
 
 # --- authenticating requests ------------------------------------------------------------------

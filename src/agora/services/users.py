@@ -171,4 +171,8 @@ def change_own_password(ctx: Ctx, current: str, new: str) -> None:
         raise InvalidInput("The new password must differ from the current one")
     user.password_hash = hash_password(new)
     user.must_change_password = False
+    # Whoever else is signed in with the old password is signed out (this session stays).
+    from agora.services import auth  # noqa: PLC0415 - avoids an import cycle
+
+    auth.end_sessions(ctx, user.id, keep=p.session_id)
     audit.record(ctx, "user.password.change", f"user:{user.username}")

@@ -39,8 +39,10 @@ def sign_in(gw: Gateway, username: str = "admin", password: str = ADMIN_PASSWORD
     return str(r.json()["token"])
 
 
-def chat(gw: Gateway, token: str, csrf: bool = True, **headers: str) -> httpx.Response:
-    sent = {"Cookie": f"agora_session={token}", **headers}
+def chat(gw: Gateway, token: str, csrf: bool = True, project: str | None = None) -> httpx.Response:
+    sent = {"Cookie": f"agora_session={token}"}
+    if project is not None:
+        sent["X-Agora-Project"] = project
     if csrf:
         sent["X-CSRF-Token"] = csrf_token(gw.platform.runtime, token)
     return httpx.post(
@@ -131,8 +133,8 @@ def test_switching_project_applies_on_the_next_request(gw: Gateway, fake: str) -
     r = chat(gw, token)
     assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed", r.text
     # The project header still picks a project per request, cached separately.
-    assert chat(gw, token, **{"X-Agora-Project": "default"}).status_code == 200
-    assert chat(gw, token, **{"X-Agora-Project": "other"}).status_code == 403
+    assert chat(gw, token, project="default").status_code == 200
+    assert chat(gw, token, project="other").status_code == 403
 
 
 def test_disabling_the_user_applies_on_the_next_request(gw: Gateway, fake: str) -> None:

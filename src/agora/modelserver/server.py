@@ -3,8 +3,10 @@ serve; the workers load and warm them again before the server listens."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from typing import Any
 
 from agora.modelserver import loader
 from agora.modelserver.app import ServerConfig, create_app
@@ -41,8 +43,62 @@ def run(
         create_app(models, config),
         host=host,
         port=port,
+        http=gathering_protocol(),
         log_level="warning",
         access_log=False,
         proxy_headers=False,  # links use X-Forwarded-Prefix; client addresses are not used
         timeout_graceful_shutdown=5,
     )
+
+
+class GatheredWrites:
+    """A transport whose writes in one event-loop turn leave in one system call.
+
+    uvicorn writes an answer's status line and headers, then its body, as two writes: two
+    TCP segments, and a client (or the platform's gateway) that wakes up for the first has to
+    read again for the second. Gathered, a prediction goes out as one segment.
+    """
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(bytes(data))
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def gathering_protocol() -> type:
+    """uvicorn's httptools protocol over :class:`GatheredWrites`."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class GatheringProtocol(HttpToolsProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            gathered = GatheredWrites(transport, self.loop)  # type: ignore[arg-type]
+            super().connection_made(gathered)  # type: ignore[arg-type]
+
+    return GatheringProtocol

@@ -441,6 +441,9 @@ class GatewayLoad(Base):
     queued: Mapped[int] = mapped_column(Integer, default=0)
     #: In-flight requests per replica deployment id (for draining and the model page).
     per_replica: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    #: Trainings running per replica deployment id (from its health check): the autoscaler
+    #: never stops a replica that runs one.
+    trainings: Mapped[dict[str, int] | None] = mapped_column(JSON, default=dict, nullable=True)
     last_request_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

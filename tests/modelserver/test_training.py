@@ -1,5 +1,6 @@
 """Training records live in SQLite under --state-dir: they outlive the server, and a training
-the server's death cut short is marked as failed, with the reason, when it starts again."""
+its server's death cut short is marked as failed, with the reason, once its heartbeat is three
+beats old. Servers sharing a state directory (replicas) leave each other's trainings alone."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import httpx
 from tests.modelserver.servers import THIRDPARTY, agora_server
 
 ARGS = ("--model", "faulty=acme_faulty")
+BEAT = ("--training-heartbeat", "0.3")  # a training unstamped for 0.9 s was cut short
 
 
 def _wait(url: str) -> dict[str, Any]:
@@ -28,7 +30,7 @@ def _wait(url: str) -> dict[str, Any]:
 
 def test_records_survive_a_restart_and_cut_trainings_are_marked(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    with agora_server(*ARGS, state_dir=state) as first:
+    with agora_server(*ARGS, *BEAT, state_dir=state) as first:
         url = f"{first.url}/v2/models/faulty/train/"
         done = httpx.post(url, data={"seconds": "0"}).json()["uuid"]
         failed = httpx.post(url, data={"seconds": "-1"}).json()["uuid"]
@@ -37,15 +39,34 @@ def test_records_survive_a_restart_and_cut_trainings_are_marked(tmp_path: Path) 
         cut = httpx.post(url, data={"seconds": "3"}).json()["uuid"]
         first.process.kill()  # the server dies: no chance to record anything
         first.process.wait()
-    with agora_server(*ARGS, state_dir=state) as second:
+        time.sleep(1)  # three heartbeats
+    with agora_server(*ARGS, *BEAT, state_dir=state) as second:
         url = f"{second.url}/v2/models/faulty/train/"
         records = {r["uuid"]: r for r in httpx.get(url).json()}
         assert records[done]["status"] == "done"
         assert records[done]["result"]["output"] == {"slept": 0.0}
         assert records[failed]["status"] == "error"
         assert records[cut]["status"] == "error"
-        assert "stopped while this training was running" in records[cut]["message"]
+        assert "stopped before it ended" in records[cut]["message"]
         assert httpx.get(url + cut).json() == records[cut]
+
+
+def test_replicas_sharing_a_state_directory_leave_each_others_trainings_alone(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    with agora_server(*ARGS, *BEAT, state_dir=state) as first:
+        url = f"{first.url}/v2/models/faulty/train/"
+        uuid = httpx.post(url, data={"seconds": "3"}).json()["uuid"]
+        assert httpx.get(f"{first.url}/health").json()["trainings"] == 1
+        # A second replica starts on the same state directory while the training runs.
+        with agora_server(*ARGS, *BEAT, state_dir=state) as second:
+            other = f"{second.url}/v2/models/faulty/train/"
+            assert httpx.get(f"{second.url}/health").json()["trainings"] == 0
+            time.sleep(1.5)  # five heartbeats: a stale stamp would be reaped by now
+            assert httpx.get(other + uuid).json()["status"] == "running"
+            assert _wait(other + uuid)["result"]["output"] == {"slept": 3.0}
+        assert httpx.get(f"{first.url}/health").json()["trainings"] == 0
 
 
 def test_delete_cancels_a_running_training(tmp_path: Path) -> None:

@@ -52,6 +52,14 @@ def serve_model(
     state_dir: Annotated[
         Path, typer.Option(help="Where the training records are kept (SQLite).")
     ] = Path(".agora-modelserver"),
+    training_heartbeat: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds between stamps of running trainings; one unstamped for three is "
+            "reported as cut short.",
+        ),
+    ] = 10.0,
 ) -> None:
     """Serve model modules with the DEEPaaS v2 API (faster than deepaas-run)."""
     from agora.modelserver.app import ServerConfig
@@ -65,6 +73,7 @@ def serve_model(
         max_upload_bytes=max_upload_bytes,
         state_dir=state_dir,
         token=service_token(),
+        training_heartbeat=training_heartbeat,
     )
     try:
         run(module, model, config, host or default_host(), port or default_port())

@@ -6,7 +6,8 @@ a request waiting for a model with no replica (scale from zero). Per model:
 * **up**: ``ceil((in flight + queued) / target_inflight)`` replicas, at most ``max_replicas``,
   at least ``min_replicas``, and at least one while requests came in the last ``idle_seconds``;
 * **down**: replicas above that number are stopped once it has held for ``idle_seconds``;
-  with ``min_replicas = 0`` an idle model scales to zero;
+  with ``min_replicas = 0`` an idle model scales to zero; a replica running a training (model
+  servers report theirs to the gateways' health checks) is never stopped for this;
 * **replacement**: a replica whose backend time limit ends within ``replace_before_seconds`` gets
   a fresh replica; once that one is ready the old one drains (the gateways stop sending it new
   requests) and is stopped when no gateway has a request on it;
@@ -54,6 +55,8 @@ class Demand:
     inflight: int = 0
     queued: int = 0
     per_replica: dict[str, int] = field(default_factory=dict)
+    #: Trainings per replica: every gateway checks every replica, so the most any reports.
+    trainings: dict[str, int] = field(default_factory=dict)
     last_request_at: dt.datetime | None = None
 
 
@@ -110,6 +113,8 @@ class Autoscaler:
             d.queued += row.queued
             for dep_id, n in (row.per_replica or {}).items():
                 d.per_replica[dep_id] = d.per_replica.get(dep_id, 0) + n
+            for dep_id, n in (row.trainings or {}).items():
+                d.trainings[dep_id] = max(d.trainings.get(dep_id, 0), n)
         return out
 
     def _scale(self, db: Session, model: GatewayModel, demand: Demand) -> bool:
@@ -152,18 +157,21 @@ class Autoscaler:
                 and not recent
                 or ((now - memory.surplus_since).total_seconds() >= model.idle_seconds)
             ):
-                # Not-yet-ready ones first, then the least loaded.
+                # Not-yet-ready ones first, then the least loaded; none that runs a training
+                # (the surplus stays until it ends).
                 order = sorted(
-                    serving,
+                    (d for d in serving if not demand.trainings.get(d.id)),
                     key=lambda d: (
                         d.state == DeploymentState.running,
                         demand.per_replica.get(d.id, 0),
                     ),
                 )
-                for dep in order[: len(serving) - want]:
+                stopping = order[: len(serving) - want]
+                for dep in stopping:
                     self._stop(db, model, dep, "no longer needed")
-                memory.surplus_since = None
-                return True
+                if stopping:
+                    memory.surplus_since = None
+                    return True
         else:
             memory.surplus_since = None
         return changed

@@ -29,6 +29,9 @@ def _write_load(gw: Gateway) -> None:
             r.model_id: r
             for r in s.scalars(select(GatewayLoad).where(GatewayLoad.gateway == gw.id)).all()
         }
+        training = {int(k.partition(":")[0]) for k, s in gw.router.states.items() if s.trainings}
+        for model_id in training - gw.router.loads.keys():
+            gw.router.load(model_id)  # a model whose replica trains gets a row too
         for model_id, load in gw.router.loads.items():
             model = by_id.get(model_id)
             if model is None:
@@ -40,6 +43,7 @@ def _write_load(gw: Gateway) -> None:
             row.inflight = load.inflight
             row.queued = load.queued
             row.per_replica = gw.router.per_replica(model)
+            row.trainings = gw.router.trainings(model)
             if load.last_request_at is not None:
                 row.last_request_at = dt.datetime.fromtimestamp(load.last_request_at, dt.UTC)
             row.updated_at = now
@@ -57,8 +61,11 @@ async def report_load(gw: Gateway, interval: float, demand: asyncio.Event) -> No
         else:
             with_demand = True  # a request waits for a model with no replica: report now
         demand.clear()
-        state = {k: (v.inflight, v.queued) for k, v in gw.router.loads.items()}
-        busy = any(a or b for a, b in state.values())
+        loads = {k: (v.inflight, v.queued) for k, v in gw.router.loads.items()}
+        training = {k: s.trainings for k, s in gw.router.states.items() if s.trainings}
+        # Reports go on while trainings run: the autoscaler drops loads that stop coming.
+        busy = any(a or b for a, b in loads.values()) or bool(training)
+        state = (loads, training)
         if not (busy or with_demand or state != last):
             continue
         try:
@@ -91,6 +98,7 @@ async def watch_health(gw: Gateway, interval: float) -> None:
                     timeout=aiohttp.ClientTimeout(total=min(interval, 5)),
                 ) as response:
                     healthy = response.status < 500
+                    state.trainings = await _trainings(response) if healthy else 0
             except (aiohttp.ClientError, OSError, TimeoutError):
                 healthy = False
             if healthy:
@@ -99,3 +107,15 @@ async def watch_health(gw: Gateway, interval: float) -> None:
                 gw.router.failed(state)
 
         await asyncio.gather(*(check(s) for s in states), return_exceptions=True)
+
+
+async def _trainings(response: aiohttp.ClientResponse) -> int:
+    """How many trainings a model server's health answer says it runs (0 for other servers)."""
+    if response.content_type != "application/json" or (response.content_length or 0) > 65536:
+        return 0
+    try:
+        body = await response.json()
+    except (ValueError, aiohttp.ContentTypeError):
+        return 0
+    count = body.get("trainings") if isinstance(body, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0

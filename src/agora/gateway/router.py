@@ -23,6 +23,8 @@ class ReplicaState:
     outstanding: int = 0
     failures: int = 0
     ejected_until: float = 0.0
+    #: Trainings the replica runs, from its last health check (model servers report them).
+    trainings: int = 0
 
 
 @dataclass(slots=True)
@@ -173,6 +175,15 @@ class Router:
             for r in model.replicas
             if _key(model, r) in self.states
         }
+
+    def trainings(self, model: ModelEntry) -> dict[str, int]:
+        """The replicas of a model that run trainings, and how many."""
+        out = {}
+        for r in model.replicas:
+            state = self.states.get(_key(model, r))
+            if state is not None and state.trainings:
+                out[r.deployment_id] = state.trainings
+        return out
 
 
 def _key(model: ModelEntry, replica: Replica) -> str:

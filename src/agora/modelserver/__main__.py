@@ -1,5 +1,6 @@
 """``python -m agora.modelserver [--module NAME]... [--model pkg.mod:obj]... [--host H]
-[--port P] [--workers N] [--queue N] [--timeout S] [--max-upload-bytes B] [--state-dir D]``
+[--port P] [--workers N] [--queue N] [--timeout S] [--max-upload-bytes B] [--state-dir D]
+[--training-heartbeat S]``
 
 Host and port default to ``$AGORA_BIND_HOST`` and ``$PORT``; with ``$AGORA_SERVICE_TOKEN``
 set every request but ``GET /health`` needs ``Authorization: Bearer <token>``.
@@ -35,6 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=defaults.timeout)
     p.add_argument("--max-upload-bytes", type=_positive, default=defaults.max_upload_bytes)
     p.add_argument("--state-dir", type=Path, default=defaults.state_dir)
+    p.add_argument(
+        "--training-heartbeat",
+        type=float,
+        default=defaults.training_heartbeat,
+        help="seconds between stamps of running trainings; a training unstamped for three is "
+        "reported as cut short",
+    )
     return p
 
 
@@ -47,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         max_upload_bytes=args.max_upload_bytes,
         state_dir=args.state_dir,
         token=service_token(),
+        training_heartbeat=args.training_heartbeat,
     )
     try:
         run(args.module, args.model, config, args.host, args.port)

@@ -32,7 +32,7 @@ from agora.modelserver.arguments import JSON
 from agora.modelserver.errors import ModelServerError, UnknownModel
 from agora.modelserver.model import ServedModel
 from agora.modelserver.pool import Pool, Worker
-from agora.modelserver.training import Trainings, TrainingStore
+from agora.modelserver.training import HEARTBEAT, Trainings, TrainingStore
 
 logger = logging.getLogger("agora.modelserver")
 
@@ -47,6 +47,8 @@ class ServerConfig:
     max_upload_bytes: int = 100 * 1024 * 1024
     state_dir: Path = Path(".agora-modelserver")
     token: str | None = None
+    #: Seconds between stamps of the running trainings (see :mod:`.training`).
+    training_heartbeat: float = HEARTBEAT
 
 
 def _json(content: Any, status: int = 200, media_type: str = JSON) -> Response:
@@ -139,9 +141,11 @@ class _API:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        store = TrainingStore(self.config.state_dir / "trainings.sqlite")
+        store = TrainingStore(
+            self.config.state_dir / "trainings.sqlite", self.config.training_heartbeat
+        )
         if cut := store.interrupted():
-            logger.warning("%d training(s) were cut short by the last stop: marked 'error'", cut)
+            logger.warning("%d training(s) were cut short by a server's end: marked 'error'", cut)
         self.trainings = Trainings(store)
         try:
             await asyncio.gather(*(pool.start() for pool in self.pools.values()))
@@ -166,7 +170,14 @@ class _API:
         waiting = [n for n, p in self.pools.items() if not p.ready or p.warm_workers < 1]
         if waiting:
             return problem(503, f"models loading or restarting a worker: {', '.join(waiting)}")
-        return _json({"status": "ok", "models": list(self.models)})
+        # The platform counts running trainings as load, so it never stops a replica under one.
+        return _json(
+            {
+                "status": "ok",
+                "models": list(self.models),
+                "trainings": self.trainings.running if self.trainings else 0,
+            }
+        )
 
     async def openapi(self, request: Request) -> Response:
         prefix = _prefix(request)

@@ -1,6 +1,12 @@
 """Trainings: each runs in a process of its own; their records live in SQLite under the state
-directory, so they outlive the server. A record still ``running`` when the server starts was
-cut short by the previous server's end: it becomes ``error`` with that reason.
+directory, so they outlive the server.
+
+Several servers may share one state directory (a module scaled to several replicas, on one
+machine or a shared file system): each record names the server running it (``owner``, new at
+every start), and that server stamps its running records every ``heartbeat`` seconds. A
+``running`` record whose stamp is older than three heartbeats was cut short by its server's
+end: any server that reads it marks it ``error`` with that reason. A server starting up leaves
+the others' trainings alone.
 
 A record has DEEPaaS's shape: ``uuid``, ``date``, ``args``, ``status`` (``running``,
 ``done``, ``error``, ``cancelled``), ``message`` on error and, once done,
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -35,9 +42,14 @@ CREATE TABLE IF NOT EXISTS trainings (
     args TEXT NOT NULL,
     output TEXT,
     finish_date TEXT,
-    message TEXT
+    message TEXT,
+    owner TEXT,
+    heartbeat REAL
 )
 """
+#: Columns added since the first release, for state directories made by it.
+_ADDED = {"owner": "TEXT", "heartbeat": "REAL"}
+HEARTBEAT = 10.0
 _DATE = "%Y-%m-%d %H:%M:%S.%f"
 
 
@@ -60,29 +72,46 @@ def _dumps(value: Any) -> str:
 class TrainingStore:
     """The records, one SQLite file; every call is a short local transaction."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, heartbeat: float = HEARTBEAT) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(_SCHEMA)
+        have = {row["name"] for row in self.db.execute("PRAGMA table_info(trainings)")}
+        for column, kind in _ADDED.items():
+            if column not in have:
+                self.db.execute(f"ALTER TABLE trainings ADD COLUMN {column} {kind}")
+        self.owner = uuid.uuid4().hex
+        self.heartbeat = heartbeat
 
     def interrupted(self) -> int:
-        """Marks the trainings a previous server left running as failed."""
+        """Marks as failed the trainings whose server stopped stamping them."""
         cursor = self.db.execute(
-            "UPDATE trainings SET status = 'error', message = ? WHERE status = 'running'",
+            "UPDATE trainings SET status = 'error', message = ? WHERE status = 'running' "
+            "AND owner IS NOT ? AND (heartbeat IS NULL OR heartbeat < ?)",
             (
-                "the model server stopped while this training was running "
-                f"(found at restart, {_now()}); start it again",
+                "the model server running this training stopped before it ended "
+                f"(found {_now()}); start it again",
+                self.owner,
+                time.time() - 3 * self.heartbeat,
             ),
         )
         return cursor.rowcount
 
+    def beat(self) -> None:
+        """Stamp this server's running trainings: they are alive."""
+        self.db.execute(
+            "UPDATE trainings SET heartbeat = ? WHERE owner = ? AND status = 'running'",
+            (time.time(), self.owner),
+        )
+
     def add(self, model: str, args: dict[str, Any]) -> str:
         uuid_ = uuid.uuid4().hex
         self.db.execute(
-            "INSERT INTO trainings (uuid, model, date, status, args) VALUES (?, ?, ?, ?, ?)",
-            (uuid_, model, _now(), "running", _dumps(_json_args(args))),
+            "INSERT INTO trainings (uuid, model, date, status, args, owner, heartbeat) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (uuid_, model, _now(), "running", _dumps(_json_args(args)), self.owner, time.time()),
         )
         return uuid_
 
@@ -96,6 +125,7 @@ class TrainingStore:
         )
 
     def get(self, model: str, uuid_: str) -> dict[str, Any]:
+        self.interrupted()
         row = self.db.execute(
             "SELECT * FROM trainings WHERE uuid = ? AND model = ?", (uuid_, model)
         ).fetchone()
@@ -104,6 +134,7 @@ class TrainingStore:
         return _record(row)
 
     def all(self, model: str) -> list[dict[str, Any]]:
+        self.interrupted()
         rows = self.db.execute(
             "SELECT * FROM trainings WHERE model = ? ORDER BY date", (model,)
         ).fetchall()
@@ -142,12 +173,29 @@ class Trainings:
     def __init__(self, store: TrainingStore) -> None:
         self.store = store
         self._running: dict[str, tuple[Worker, asyncio.Task[None]]] = {}
+        self._beating: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> int:
+        """How many trainings this server runs now."""
+        return len(self._running)
 
     def start(self, worker: Worker, model: str, args: dict[str, Any], files: list[str]) -> str:
         uuid_ = self.store.add(model, args)
-        task = asyncio.get_running_loop().create_task(self._follow(uuid_, worker, args, files))
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._follow(uuid_, worker, args, files))
         self._running[uuid_] = (worker, task)
+        if self._beating is None or self._beating.done():
+            self._beating = loop.create_task(self._beat())
         return uuid_
+
+    async def _beat(self) -> None:
+        while self._running:
+            await asyncio.sleep(self.store.heartbeat)
+            try:
+                self.store.beat()
+            except sqlite3.Error:
+                logger.exception("could not stamp the running trainings")
 
     async def _follow(
         self, uuid_: str, worker: Worker, args: dict[str, Any], files: list[str]
@@ -184,11 +232,13 @@ class Trainings:
         return record
 
     async def close(self) -> None:
-        tasks = []
+        tasks = [self._beating] if self._beating is not None else []
         for uuid_, (worker, task) in list(self._running.items()):
             self.store.finish(uuid_, "error", message="the model server stopped during it")
             task.cancel()
             worker.kill()
             tasks.append(task)
+        for task in tasks:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.store.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import ADMIN_KEY
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_scaling import replicas, wait_for
 
@@ -88,10 +89,17 @@ def test_a_training_keeps_an_idle_module_replica_until_it_ends(
     while time.monotonic() < until:
         assert [r["state"] for r in replicas(gw, "text")] == ["running"], replicas(gw, "text")
         time.sleep(0.5)
+    # The model's API and page show the training on its replica.
+    assert replicas(gw, "text")[0]["trainings"] == 1
+    page = gw.platform.http.get(
+        "/models/text", headers={"Authorization": f"Bearer {ADMIN_KEY}", "Accept": "text/html"}
+    )
+    assert page.status_code == 200 and "1 training<" in page.text, page.text[:300]
     record = wait_for(lambda: _ended(httpx.get(base + uuid, headers=auth, timeout=30).json()), 30)
     assert record["status"] == "done", record
     assert record["result"]["output"] == {"epochs": 100}
     assert replicas(gw, "text")[0]["id"] == replica["id"]
+    wait_for(lambda: replicas(gw, "text")[0]["trainings"] == 0, 10)
 
     # Its training over, the idle replica goes.
     wait_for(lambda: all(r["state"] in ("stopped", "stopping") for r in replicas(gw, "text")), 30)

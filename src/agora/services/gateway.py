@@ -347,6 +347,8 @@ class ModelStatus:
     inflight: int
     queued: int
     per_replica: dict[str, int]
+    #: Trainings running per replica (served modules), as the gateways' health checks saw.
+    trainings: dict[str, int]
 
 
 def status(ctx: Ctx, name: str, fresh_seconds: float = 10.0) -> ModelStatus:
@@ -362,6 +364,7 @@ def status(ctx: Ctx, name: str, fresh_seconds: float = 10.0) -> ModelStatus:
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=fresh_seconds)
     inflight = queued = 0
     per: dict[str, int] = {}
+    trainings: dict[str, int] = {}
     for row in ctx.db.scalars(
         select(GatewayLoad).where(GatewayLoad.model_id == model.id, GatewayLoad.updated_at >= since)
     ):
@@ -369,7 +372,9 @@ def status(ctx: Ctx, name: str, fresh_seconds: float = 10.0) -> ModelStatus:
         queued += row.queued
         for dep_id, n in (row.per_replica or {}).items():
             per[dep_id] = per.get(dep_id, 0) + n
-    return ModelStatus(model, replicas, inflight, queued, per)
+        for dep_id, n in (row.trainings or {}).items():
+            trainings[dep_id] = max(trainings.get(dep_id, 0), n)  # each gateway sees them all
+    return ModelStatus(model, replicas, inflight, queued, per, trainings)
 
 
 def usage_series(

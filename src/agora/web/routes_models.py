@@ -197,6 +197,7 @@ def _detail(
         row=_row(st),
         replicas=st.replicas,
         per_replica=st.per_replica,
+        trainings=st.trainings,
         capacity=sum(1 for d in st.replicas if _ready(d)) * model.target_inflight,
         scaling=SCALING if model.source == "deployment" else (),
         timeouts=TIMEOUTS,

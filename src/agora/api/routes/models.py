@@ -95,6 +95,8 @@ class ReplicaPublic(BaseModel):
     backend: str | None
     draining: bool
     inflight: int
+    #: Trainings it runs (served modules); the autoscaler keeps it until they end.
+    trainings: int
     started_at: dt.datetime | None
     reason: str | None
 
@@ -155,13 +157,14 @@ def public(m: GatewayModel) -> ModelPublic:
     )
 
 
-def _replica(d: Deployment, per: dict[str, int]) -> ReplicaPublic:
+def _replica(d: Deployment, per: dict[str, int], trainings: dict[str, int]) -> ReplicaPublic:
     return ReplicaPublic(
         id=d.id,
         state=d.state.value,
         backend=d.attempts[-1].backend if d.attempts else None,
         draining=d.draining_since is not None,
         inflight=per.get(d.id, 0),
+        trainings=trainings.get(d.id, 0),
         started_at=d.started_at,
         reason=d.reason,
     )
@@ -189,7 +192,7 @@ def get_model(name: ModelName, ctx: CtxDep) -> ModelStatusOut:
         model=public(st.model),
         inflight=st.inflight,
         queued=st.queued,
-        replicas=[_replica(d, st.per_replica) for d in st.replicas],
+        replicas=[_replica(d, st.per_replica, st.trainings) for d in st.replicas],
     )
 
 

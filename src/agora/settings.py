@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agora.catalog.git import Remote
+
 _WEAK_SECRETS = {"", "changeme", "secret", "change-me", "agora"}
 
 
@@ -126,6 +128,11 @@ class Settings(BaseSettings):
     #: on demand (POST /api/v1/catalog/import); the built-in examples come first unless off.
     catalog_dirs: list[Path] = Field(default_factory=list)
     catalog_builtin: bool = True
+    #: Git repositories Agora clones (under ``data_dir``) and fetches before each import:
+    #: "URL" or "URL#branch"; https://, http://, ssh://, user@host:path or file:// only.
+    catalog_git: list[str] = Field(default_factory=list)
+    #: Seconds each git command of an import may take (a clone of many submodules is several).
+    catalog_git_timeout: float = Field(default=120, gt=0)
     #: Run the orchestrator in this process (one per installation holds the lock).
     orchestrator: bool = True
     reconcile_interval: float = Field(default=1.0, gt=0, le=60)
@@ -193,6 +200,14 @@ class Settings(BaseSettings):
             raise ValueError("backend names must be unique")
         return value
 
+    @field_validator("catalog_git")
+    @classmethod
+    def _accepted_repositories(cls, value: list[str]) -> list[str]:
+        remotes = [Remote.parse(item) for item in value]
+        if len(set(remotes)) != len(remotes):
+            raise ValueError("a repository (and branch) is listed twice")
+        return value
+
     @property
     def runs_dir(self) -> Path:
         """Per-deployment working directories (scripts, logs, exit codes)."""
@@ -202,6 +217,11 @@ class Settings(BaseSettings):
     def projects_dir(self) -> Path:
         """Persistent per-project work directories (notebooks, job outputs)."""
         return self.data_dir / "projects"
+
+    @property
+    def catalog_checkouts_dir(self) -> Path:
+        """Clones of the ``catalog_git`` repositories."""
+        return self.data_dir / "catalog" / "git"
 
     @property
     def is_sqlite(self) -> bool:

@@ -131,7 +131,16 @@ def test_import_reports_problems_per_file_and_keeps_going(api: Api, catalog_dir:
     assert entries[-1]["outcome"] == "partial"
 
     sources = api.get("/catalog/sources").json()
-    assert sources == [{"source": str(catalog_dir), "path": str(catalog_dir), "kind": "directory"}]
+    assert sources == [
+        {
+            "source": str(catalog_dir),
+            "path": str(catalog_dir),
+            "kind": "directory",
+            "url": None,
+            "branch": None,
+            "commit": None,
+        }
+    ]
     assert api.post("/catalog/import", {"source": "/elsewhere"}).status_code == 404
 
 

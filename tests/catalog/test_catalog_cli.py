@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +123,36 @@ def test_deploy_serves_a_deepaas_entry_and_refuses_one_that_cannot_run(admin_cli
     refused = admin_cli("catalog", "deploy", "image-classification", "-p", "default")
     assert refused.exit_code == 1
     assert "cannot run on this platform" in refused.output
+
+
+def test_import_lists_and_fetches_repositories_with_credentials_masked(tmp_path: Path) -> None:
+    modules = tmp_path / "modules"
+    write_module(modules, "mods", v2())
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "mods"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+            cwd=modules,
+            check=True,
+        )
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    secret = f"http://agora:s3cret-pw@127.0.0.1:{port}/catalog.git"
+    with agora_up(
+        tmp_path / "data",
+        tmp_path / "logs",
+        AGORA_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
+        AGORA_CATALOG_GIT=json.dumps([modules.as_uri(), secret]),
+        AGORA_CATALOG_BUILTIN="false",
+        http_proxy="",
+    ) as server:
+        cli = Cli(tmp_path / "cli.toml", server.url, ADMIN_KEY)
+        listed = _ok(cli("catalog", "import", "--list"))
+        assert modules.as_uri() in listed and str(tmp_path / "data" / "catalog" / "git") in listed
+        assert f"http://***@127.0.0.1:{port}/catalog.git" in listed
+        result = cli("catalog", "import")
+        assert result.exit_code == 1
+        assert "mods" in result.stdout and "unchanged" in result.stdout
+        assert f"http://***@127.0.0.1:{port}/catalog.git: git clone failed: " in result.stderr
+        assert "imported with problems: 0 added, 0 updated, 0 removed, 1 failed" in result.stderr
+        assert "s3cret-pw" not in listed + result.output + server.stdout + server.stderr

@@ -1,1 +1,2 @@
-"""The model catalog's metadata formats (``metadata``) and where entries come from (``sources``)."""
+"""The model catalog's metadata formats (``metadata``) and where entries come from (``sources``,
+and ``git`` for the repositories Agora clones)."""

@@ -1,6 +1,7 @@
 """Where catalog entries come from: directories of modules and git checkouts, read from disk.
 
-A source is a directory. If it holds a metadata file itself it is one module (a module's own
+A source is a directory (for a git repository the operator names: its checkout, see
+``agora.catalog.git``). If it holds a metadata file itself it is one module (a module's own
 repository); otherwise each sub-directory holding one is a module, named after the
 sub-directory. A module inside a git work tree records the commit it was read at. Reading never
 stops at a bad file: each file yields an entry or its problems.
@@ -12,12 +13,14 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from agora.catalog.git import Remote
 from agora.catalog.metadata import MetadataError, ModuleSpec, Problem, parse
 
 #: Looked for in this order; the first found is the module's metadata.
@@ -33,10 +36,19 @@ SourceKind = Literal["builtin", "directory", "git"]
 class Source:
     path: Path
     kind: SourceKind
+    #: The repository a "git" source is cloned from and fetched before each import; None for a
+    #: checkout the operator keeps current.
+    remote: Remote | None = None
 
     @property
     def label(self) -> str:
+        if self.remote is not None:
+            return self.remote.shown
         return "builtin" if self.kind == "builtin" else str(self.path)
+
+    def commit(self) -> str | None:
+        """The commit the checkout is at (the one the last import read)."""
+        return _git_commit(self.path) if self.kind == "git" else None
 
 
 @dataclass
@@ -52,11 +64,22 @@ class FileResult:
     problems: list[Problem] = field(default_factory=list)
 
 
-def configured(catalog_dirs: list[Path], *, builtin: bool) -> list[Source]:
+def configured(
+    catalog_dirs: list[Path],
+    *,
+    builtin: bool,
+    remotes: Sequence[Remote] = (),
+    checkouts: Path | None = None,
+) -> list[Source]:
+    """The built-in examples, the directories, then the repositories (checked out in
+    ``checkouts``)."""
     sources = [Source(BUILTIN_DIR, "builtin")] if builtin and BUILTIN_DIR.is_dir() else []
     for path in catalog_dirs:
         path = path.expanduser().resolve()
         sources.append(Source(path, "git" if _git_commit(path) else "directory"))
+    for remote in remotes:
+        assert checkouts is not None, "repositories need a folder for their checkouts"
+        sources.append(Source(checkouts / remote.checkout_name, "git", remote))
     return sources
 
 
@@ -91,9 +114,14 @@ def default_name(directory: Path) -> str:
 def read_module(source: Source, directory: Path, path: Path) -> FileResult:
     shown = _shown(source, path)
     result = FileResult(shown, source)
+    # A repository Agora clones is a module named after it, not after its checkout's folder.
+    remote = source.remote
+    name = (
+        remote.name if remote is not None and directory == source.path else default_name(directory)
+    )
     try:
         result.document = load_document(path.read_bytes(), path.name, shown)
-        result.spec = parse(result.document, file=shown, name=default_name(directory))
+        result.spec = parse(result.document, file=shown, name=name)
     except MetadataError as exc:
         result.problems = exc.problems
         return result
@@ -129,9 +157,12 @@ def _shown(source: Source, path: Path) -> str:
     """The file as problems name it: relative to its source (plus the source's own name)."""
     base = source.path if source.kind == "builtin" else source.path.parent
     try:
-        return str(path.relative_to(base))
+        shown = path.relative_to(base)
     except ValueError:
         return str(path)
+    if source.remote is not None:  # the repository's name, not its checkout's folder
+        shown = Path(source.remote.name, *shown.parts[1:])
+    return str(shown)
 
 
 def _git_commit(directory: Path) -> str | None:

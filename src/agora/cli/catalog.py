@@ -260,8 +260,10 @@ def import_sources(
         if list_only:
             console.table(
                 None,
-                ["Source", "Kind", "Path"],
-                [(s["source"], s["kind"], s["path"]) for s in sources],
+                # A repository's source is its URL (credentials masked) and #branch if any.
+                ["Source", "Kind", "Path", "Commit"],
+                [(s["source"], s["kind"], s["path"], (s["commit"] or "-")[:12]) for s in sources],
+                nowrap={"Kind", "Commit"},
             )
             return
         chosen = [s for s in sources if source is None or s["source"] == source]

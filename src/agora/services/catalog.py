@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, exists, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 
+from agora.catalog import git
 from agora.catalog.metadata import MetadataError, ModuleSpec, Problem, RunSpec, parse
 from agora.catalog.sources import FileResult, Source, configured, scan
 from agora.db import utcnow
@@ -375,7 +376,12 @@ def sources(ctx: Ctx) -> list[Source]:
 
 def _sources(runtime: Runtime) -> list[Source]:
     s = runtime.settings
-    return configured(s.catalog_dirs, builtin=s.catalog_builtin)
+    return configured(
+        s.catalog_dirs,
+        builtin=s.catalog_builtin,
+        remotes=[git.Remote.parse(url) for url in s.catalog_git],
+        checkouts=s.catalog_checkouts_dir,
+    )
 
 
 def import_sources(ctx: Ctx, only: str | None = None) -> ImportReport:
@@ -384,17 +390,19 @@ def import_sources(ctx: Ctx, only: str | None = None) -> ImportReport:
     chosen = [s for s in _sources(ctx.runtime) if only is None or s.label == only]
     if only is not None and not chosen:
         raise NotFound(f"There is no catalog source '{only}' (see GET /api/v1/catalog/sources)")
-    report = _import(ctx, chosen)
+    report = _import(ctx, chosen, _update_checkouts(ctx.runtime, chosen))
     _audit_import(ctx, report)
     return report
 
 
 def import_at_startup(runtime: Runtime) -> ImportReport | None:
     """Import every source as the system; a failure is logged, never fatal to the start."""
+    chosen = _sources(runtime)
+    failures = _update_checkouts(runtime, chosen)
     try:
         with runtime.db.transaction() as db:
             ctx = Ctx(db=db, runtime=runtime)
-            report = _import(ctx, _sources(runtime))
+            report = _import(ctx, chosen, failures)
             if report.changed:
                 _audit_import(ctx, report, actor="system")
     except IntegrityError:  # another replica imported at the same moment: its result stands
@@ -421,10 +429,42 @@ def _audit_import(ctx: Ctx, report: ImportReport, actor: str | None = None) -> N
     )
 
 
-def _import(ctx: Ctx, chosen: list[Source]) -> ImportReport:
+def _update_checkouts(runtime: Runtime, chosen: list[Source]) -> dict[Source, git.GitFailure]:
+    """Clone or fetch the repositories among ``chosen`` (before any database write: this may
+    take minutes); what failed, by source."""
+    failures: dict[Source, git.GitFailure] = {}
+    for source in chosen:
+        if source.remote is None:
+            continue
+        log.info("catalog: updating %s in %s", source.label, source.path)
+        try:
+            git.update(source.remote, source.path, runtime.settings.catalog_git_timeout)
+        except git.GitFailure as exc:
+            failures[source] = exc
+    return failures
+
+
+def _checkout_failed(source: Source, failure: git.GitFailure) -> FileOutcome:
+    commit = source.commit()
+    if isinstance(failure, git.SubmoduleFailure):
+        consequence = "modules of the missing submodules keep their entries"
+    elif commit is not None:
+        consequence = f"the entries read at commit {commit[:12]} are kept"
+    else:
+        consequence = "check the URL, the branch and that this server may read the repository"
+    problem = Problem(source.label, "", f"{failure}; {consequence}")
+    return FileOutcome(source.label, source.label, None, "failed", problems=[problem])
+
+
+def _import(ctx: Ctx, chosen: list[Source], failures: dict[Source, git.GitFailure]) -> ImportReport:
     report = ImportReport([s.label for s in chosen], [])
     claimed: dict[str, str] = {}
     for source in chosen:
+        failure = failures.get(source)
+        if failure is not None:
+            report.files.append(_checkout_failed(source, failure))
+            if not isinstance(failure, git.SubmoduleFailure):
+                continue  # the checkout is as the last import read it: keep its entries
         results = scan(source)
         if len(results) == 1 and results[0].spec is None and results[0].file == str(source.path):
             # The directory itself is missing: keep its entries until it is back.
@@ -437,6 +477,8 @@ def _import(ctx: Ctx, chosen: list[Source]) -> ImportReport:
             if outcome.status != "failed" and outcome.name:
                 seen.add(outcome.name)
             report.files.append(outcome)
+        if failure is not None:
+            continue  # submodules are missing, not gone: remove nothing
         stale = ctx.db.scalars(
             select(CatalogModule).where(
                 CatalogModule.source.in_(IMPORTED), CatalogModule.source_path == str(source.path)

@@ -104,8 +104,15 @@ class ImportIn(Strict):
 
 class SourcePublic(BaseModel):
     source: str
+    #: Where it is read: the directory, or the checkout of a repository Agora clones.
     path: str
     kind: str
+    #: The repository Agora clones and fetches (credentials masked) and its branch (None: the
+    #: repository's default).
+    url: str | None
+    branch: str | None
+    #: The commit a git checkout is at: the one the last import read.
+    commit: str | None
 
 
 class ProblemOut(BaseModel):
@@ -242,7 +249,15 @@ def register(body: EntryRegister, ctx: CtxDep) -> EntryPublic:
 def list_sources(ctx: CtxDep) -> list[SourcePublic]:
     """The configured catalog sources (administrators)."""
     return [
-        SourcePublic(source=s.label, path=str(s.path), kind=s.kind) for s in catalog.sources(ctx)
+        SourcePublic(
+            source=s.label,
+            path=str(s.path),
+            kind=s.kind,
+            url=s.remote.masked_url if s.remote else None,
+            branch=s.remote.branch if s.remote else None,
+            commit=s.commit(),
+        )
+        for s in catalog.sources(ctx)
     ]
 
 

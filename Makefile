@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Third-party browser code (Markdown, sanitiser, highlighting, charts) comes from the npm
-# registry at install time, into src/agora/web/static/vendor/ (not committed).
+# Third-party browser code (Markdown, sanitiser, highlighting, charts, Swagger UI) comes from
+# the npm registry at install time, into src/agora/web/static/vendor/ (not committed).
 install: $(STAMP)
 	scripts/web-assets.sh
 

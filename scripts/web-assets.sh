@@ -20,10 +20,15 @@ files=(
   "@highlightjs/cdn-assets/styles/github-dark.min.css highlight-github-dark.min.css"
   "uplot/dist/uPlot.iife.min.js uPlot.iife.min.js"
   "uplot/dist/uPlot.min.css uPlot.min.css"
+  "swagger-ui-dist/swagger-ui-bundle.js swagger-ui-bundle.js"
+  "swagger-ui-dist/swagger-ui.css swagger-ui.css"
   "marked/LICENSE licenses/marked.txt"
   "dompurify/LICENSE licenses/dompurify.txt"
   "@highlightjs/cdn-assets/LICENSE licenses/highlight.js.txt"
   "uplot/LICENSE licenses/uplot.txt"
+  "swagger-ui-dist/LICENSE licenses/swagger-ui.txt"
+  "swagger-ui-dist/NOTICE licenses/swagger-ui-NOTICE.txt"
+  "swagger-ui-dist/swagger-ui-bundle.js.LICENSE.txt licenses/swagger-ui-bundle.txt"
 )
 
 key="$(cat "$web/package-lock.json" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
@@ -40,13 +45,15 @@ if [ -z "${AGORA_WEB_ASSETS_FORCE:-}" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")
 fi
 
 if ! command -v npm >/dev/null 2>&1; then
-  echo "error: npm is missing; the web pages' libraries (marked, DOMPurify, highlight.js, uPlot)" >&2
-  echo "come from the npm registry. Install Node.js and npm (Debian: apt-get install npm)." >&2
+  echo "error: npm is missing; the web pages' libraries (marked, DOMPurify, highlight.js, uPlot," >&2
+  echo "Swagger UI) come from the npm registry. Install Node.js and npm (Debian: apt-get install npm)." >&2
   exit 1
 fi
 
 echo "fetching web assets with npm ci (web/package-lock.json)"
-(cd "$web" && npm ci --omit=dev --no-audit --no-fund --loglevel=error)
+# No install scripts: only files are copied, and swagger-ui-dist's dependency @scarf/scarf
+# would report the install to its analytics service.
+(cd "$web" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
 
 rm -rf "$vendor"
 mkdir -p "$vendor/licenses"

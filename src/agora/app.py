@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         description="AI on demand for research computing centres. Errors are "
         "application/problem+json (RFC 9457).",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # /api/docs is agora.web.routes_docs: Swagger UI without a CDN
         redoc_url=None,
         openapi_url="/api/v1/openapi.json",
     )

@@ -35,7 +35,8 @@ def deepaas_python() -> Path:
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(THIRDPARTY), str(ROOT)])
+    # this tree's source first: a worktree's servers run its own code, not the venv's install
+    env["PYTHONPATH"] = os.pathsep.join([str(THIRDPARTY), str(ROOT / "src"), str(ROOT)])
     env.pop("AGORA_SERVICE_TOKEN", None)
     env.update(extra or {})
     return env

@@ -45,7 +45,15 @@ def test_version_and_model_metadata_are_the_same(servers: dict[str, str]) -> Non
         assert deepaas.status_code == agora.status_code == 200, path
         assert agora.json() == deepaas.json(), path
     deepaas, agora = _both(servers, "GET", "/")
-    assert agora.json()["versions"] == deepaas.json()["versions"]
+    assert agora.json() == deepaas.json()  # the links too: Swagger UI at /api, the document
+
+
+def test_swagger_ui_is_where_deepaas_has_it(servers: dict[str, str]) -> None:
+    for path in ("/api", "/ui"):
+        deepaas, agora = _both(servers, "GET", path, follow_redirects=True)
+        assert deepaas.status_code == agora.status_code == 200, path
+        assert agora.headers["content-type"] == "text/html; charset=utf-8"
+        assert "swagger-ui-bundle.js" in agora.text and "swagger-ui-bundle.js" in deepaas.text
 
 
 def test_json_prediction_is_the_same(servers: dict[str, str]) -> None:

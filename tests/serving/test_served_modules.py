@@ -102,6 +102,21 @@ def test_member_serves_a_module_and_calls_it_through_the_platform(
     assert entry["id"] == "iris"
     assert any(link["href"].startswith("/m/iris-lab/") for link in entry["links"]), entry
 
+    # Its Swagger UI names only relative addresses, and the document's server is the platform's
+    # prefix: "Try it out" goes through the platform.
+    r = httpx.get(base + "/ui", headers=_bearer(key), timeout=30)
+    assert r.status_code == 200 and 'src="ui/swagger-ui-bundle.js"' in r.text, r.text
+    r = httpx.get(base + "/ui/swagger-ui-bundle.js", headers=_bearer(key), timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+    r = httpx.get(base + "/swagger.json", headers=_bearer(key), timeout=30)
+    assert r.json()["servers"] == [{"url": "/m/iris-lab"}]
+    # In a signed-in browser the page opens; its POSTs lack the CSRF header (docs/modelserver.md).
+    cookie = {"Cookie": f"agora_session={ana}"}
+    r = httpx.get(base + "/ui", headers=cookie, timeout=30)
+    assert r.status_code == 200, r.text
+    r = httpx.post(base + "/v2/models/iris/predict/", data=IRIS, headers=cookie, timeout=30)
+    assert r.status_code == 403 and "X-CSRF-Token" in r.text, r.text
+
     # Bad input is the module server's 4xx, passed on as it is.
     r = httpx.post(
         base + "/v2/models/iris/predict/",

@@ -22,17 +22,18 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agora import __version__
 from agora.modelserver import openapi, uploads
 from agora.modelserver.arguments import JSON
-from agora.modelserver.errors import ModelServerError, UnknownModel
+from agora.modelserver.errors import ModelServerError, UINotInstalled, UnknownModel
 from agora.modelserver.model import ServedModel
 from agora.modelserver.pool import Pool, Worker
 from agora.modelserver.training import HEARTBEAT, Trainings, TrainingStore
+from agora.web import swagger_ui
 
 logger = logging.getLogger("agora.modelserver")
 
@@ -49,6 +50,8 @@ class ServerConfig:
     token: str | None = None
     #: Seconds between stamps of the running trainings (see :mod:`.training`).
     training_heartbeat: float = HEARTBEAT
+    #: swagger-ui-dist's files for ``/ui``, where scripts/web-assets.sh copies them
+    swagger_ui_dir: Path = swagger_ui.VENDOR_DIR
 
 
 def _json(content: Any, status: int = 200, media_type: str = JSON) -> Response:
@@ -122,6 +125,9 @@ class _API:
         }
         self.trainings: Trainings | None = None
         self.spec = openapi.document(models, __version__)
+        # the only files /ui/{name} serves
+        self.ui_files = {n: config.swagger_ui_dir / n for n in swagger_ui.VENDOR_FILES}
+        self.ui_files.update({n: swagger_ui.STATIC_DIR / n for n in swagger_ui.OWN_FILES})
 
     def routes(self) -> list[Route]:
         return [
@@ -129,6 +135,10 @@ class _API:
             Route("/health", self.health, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/swagger.json", self.openapi, methods=["GET"]),
+            Route("/ui", self.ui, methods=["GET"]),
+            Route("/api", self.ui, methods=["GET"]),  # DEEPaaS's address of its Swagger UI
+            Route("/ui/", self.ui_slash, methods=["GET"]),
+            Route("/ui/{name}", self.ui_file, methods=["GET"]),
             Route("/v2/", self.version, methods=["GET"]),
             Route("/v2/models/", self.index, methods=["GET"]),
             Route("/v2/models/{name}/", self.metadata, methods=["GET"]),
@@ -184,6 +194,30 @@ class _API:
         spec = dict(self.spec, servers=[{"url": prefix}]) if prefix else self.spec
         return _json(spec)
 
+    async def ui(self, request: Request) -> Response:
+        # Only relative URLs: through the platform this page is /m/<model>/ui.
+        self._ui_installed()
+        title = f"Agora model server · {', '.join(self.models)}"
+        body = swagger_ui.page(title, "swagger.json", "ui/", "ui/")
+        headers = {"Content-Security-Policy": swagger_ui.CSP}
+        return Response(body, media_type="text/html; charset=utf-8", headers=headers)
+
+    async def ui_slash(self, request: Request) -> Response:
+        # Starlette's own redirect names this server's address, unknown to a client of the proxy.
+        return RedirectResponse("../ui", status_code=308)
+
+    async def ui_file(self, request: Request) -> Response:
+        path = self.ui_files.get(request.path_params["name"])
+        if path is None:
+            raise HTTPException(404)
+        self._ui_installed()
+        return FileResponse(path, media_type=swagger_ui.MEDIA_TYPES[path.suffix])
+
+    def _ui_installed(self) -> None:
+        problem = swagger_ui.not_installed(self.config.swagger_ui_dir)
+        if problem is not None:
+            raise UINotInstalled(problem)
+
     def _version(self, request: Request) -> dict[str, Any]:
         href = f"{_prefix(request)}/v2/"
         return {
@@ -193,12 +227,12 @@ class _API:
         }
 
     async def versions(self, request: Request) -> Response:
-        spec = {
-            "rel": "describedby",
-            "type": "application/json",
-            "href": f"{_prefix(request)}/swagger.json",
-        }
-        return _json({"versions": [self._version(request)], "links": [spec]})
+        prefix = _prefix(request)
+        links = [
+            {"rel": "help", "type": "text/html", "href": f"{prefix}/api"},
+            {"rel": "describedby", "type": "application/json", "href": f"{prefix}/swagger.json"},
+        ]
+        return _json({"versions": [self._version(request)], "links": links})
 
     async def version(self, request: Request) -> Response:
         return _json(self._version(request))

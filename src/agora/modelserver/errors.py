@@ -4,6 +4,7 @@ ModelServerError                 (status)
 ├── InvalidArguments             422  a field is missing or of the wrong type
 ├── UnknownModel                 404
 ├── TrainingNotFound             404
+├── UINotInstalled               404  Swagger UI's files were not copied in (scripts/web-assets.sh)
 ├── UploadTooLarge               413
 ├── NotImplementedByModel        501  the model lacks predict/train
 ├── ModelFailed                  500  the model raised; carries its message
@@ -58,6 +59,10 @@ class UnknownModel(ModelServerError):
 
 
 class TrainingNotFound(ModelServerError):
+    status = 404
+
+
+class UINotInstalled(ModelServerError):
     status = 404
 
 

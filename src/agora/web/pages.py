@@ -12,6 +12,7 @@ from agora.web import (
     routes_auth,
     routes_catalog,
     routes_deployments,
+    routes_docs,
     routes_keys,
     routes_models,
     routes_modules,
@@ -34,6 +35,7 @@ def install(app: FastAPI) -> None:
         routes_models,
         routes_catalog,
         routes_admin,
+        routes_docs,
     ):
         app.include_router(module.router)
     errors.install(app)

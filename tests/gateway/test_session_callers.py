@@ -39,8 +39,16 @@ def sign_in(gw: Gateway, username: str = "admin", password: str = ADMIN_PASSWORD
     return str(r.json()["token"])
 
 
-def chat(gw: Gateway, token: str, csrf: bool = True, project: str | None = None) -> httpx.Response:
+def chat(
+    gw: Gateway,
+    token: str,
+    csrf: bool = True,
+    project: str | None = None,
+    origin: str | None = None,
+) -> httpx.Response:
     sent = {"Cookie": f"agora_session={token}"}
+    if origin is not None:
+        sent["Origin"] = origin
     if project is not None:
         sent["X-Agora-Project"] = project
     if csrf:
@@ -87,9 +95,20 @@ def test_a_session_is_read_from_the_database_once(gw: Gateway, fake: str) -> Non
         )
     assert models.status_code == 200 and [m["id"] for m in models.json()["data"]] == ["chat-model"]
     assert later == [], "later requests of the same session are answered from memory"
-    # The CSRF check still runs on every request, cached or not.
+    # The CSRF check still runs on every request, cached or not: the header, or the browser's
+    # Origin naming the platform itself (a page elsewhere, or "null", does not pass).
     r = chat(gw, token, csrf=False)
     assert r.status_code == 403 and r.json()["error"]["code"] == "csrf"
+    own = gw.platform.settings.public_url or ""
+    assert chat(gw, token, csrf=False, origin=own).status_code == 200
+    for origin in (
+        "https://evil.example",
+        "null",
+        own + ".evil.example",
+        own.replace("http", "https"),
+    ):
+        r = chat(gw, token, csrf=False, origin=origin)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "csrf", origin
     # A cookie that names no session is refused (and never cached).
     r = chat(gw, "agoras_" + "x" * 43)
     assert r.status_code == 401

@@ -110,12 +110,19 @@ def test_member_serves_a_module_and_calls_it_through_the_platform(
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
     r = httpx.get(base + "/swagger.json", headers=_bearer(key), timeout=30)
     assert r.json()["servers"] == [{"url": "/m/iris-lab"}]
-    # In a signed-in browser the page opens; its POSTs lack the CSRF header (docs/modelserver.md).
+    # In a signed-in browser the page opens, and its POSTs (no CSRF header, but the browser's
+    # Origin of the platform itself) predict; a POST from a page elsewhere does not.
     cookie = {"Cookie": f"agora_session={ana}"}
     r = httpx.get(base + "/ui", headers=cookie, timeout=30)
     assert r.status_code == 200, r.text
     r = httpx.post(base + "/v2/models/iris/predict/", data=IRIS, headers=cookie, timeout=30)
     assert r.status_code == 403 and "X-CSRF-Token" in r.text, r.text
+    own = {**cookie, "Origin": gw.platform.settings.public_url or ""}
+    r = httpx.post(base + "/v2/models/iris/predict/", data=IRIS, headers=own, timeout=30)
+    assert r.status_code == 200 and r.json()["species"] == "setosa", r.text
+    elsewhere = {**cookie, "Origin": "https://evil.example"}
+    r = httpx.post(base + "/v2/models/iris/predict/", data=IRIS, headers=elsewhere, timeout=30)
+    assert r.status_code == 403, r.text
 
     # Bad input is the module server's 4xx, passed on as it is.
     r = httpx.post(

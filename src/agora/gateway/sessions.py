@@ -16,6 +16,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
+from urllib.parse import urlsplit
 
 from agora.api.deps import CSRF_HEADER, SESSION_COOKIE, csrf_ok
 from agora.db import utcnow
@@ -36,8 +37,13 @@ class Resolved:
     expires_at: float
 
 
-def session_token(method: str, rt: Runtime, cookie: bytes, csrf: bytes | None) -> str:
-    """The session token a request's cookie carries, once its CSRF header checks out."""
+def session_token(
+    method: str, rt: Runtime, cookie: bytes, csrf: bytes | None, origin: bytes | None = None
+) -> str:
+    """The session token a request's cookie carries, once the request shows it comes from the
+    platform's own pages: by its CSRF header (the chat page, "Try it"), or, for scripts that
+    cannot know that token (Swagger UI of a served module), by an ``Origin`` header equal to
+    the platform's public URL (browsers set it on every POST; a page elsewhere cannot)."""
     jar: SimpleCookie = SimpleCookie()
     try:
         jar.load(cookie.decode("latin-1"))
@@ -47,11 +53,25 @@ def session_token(method: str, rt: Runtime, cookie: bytes, csrf: bytes | None) -
     if morsel is None or not morsel.value:
         raise GatewayError(401, "Sign in, or send an API key as a Bearer token", "invalid_api_key")
     token = morsel.value
-    if method != "GET" and not csrf_ok(rt, token, csrf.decode("latin-1") if csrf else None):
+    if (
+        method != "GET"
+        and not csrf_ok(rt, token, csrf.decode("latin-1") if csrf else None)
+        and not _own_origin(rt, origin)
+    ):
         raise GatewayError(
-            403, f"Requests signed in by cookie must send the {CSRF_HEADER} header", "csrf"
+            403,
+            f"Requests signed in by cookie must send the {CSRF_HEADER} header, or come from "
+            "this platform's own pages",
+            "csrf",
         )
     return token
+
+
+def _own_origin(rt: Runtime, origin: bytes | None) -> bool:
+    if not origin:
+        return False
+    public = urlsplit(rt.settings.public_url or "")
+    return bool(public.netloc) and origin.decode("latin-1") == f"{public.scheme}://{public.netloc}"
 
 
 def resolve(rt: Runtime, token: str, project: bytes | None) -> Resolved:

@@ -24,7 +24,7 @@ keep-alive connections, after a warm-up; p50/p99 latency and requests per second
 clients. Target (Agora's): at least 2× deepaas-run's requests per second at an equal or lower
 p50. Raw figures go to benchmarks/results/modelserver_latency.json.
 
-    python benchmarks/modelserver_latency.py [--targets deepaas,agora,platform] [--duration 4]
+    python benchmarks/modelserver_latency.py [--targets deepaas,agora,platform] [--duration 3] [--rounds 3]
     python benchmarks/modelserver_latency.py --platform-url http://127.0.0.1:8000 \
         --platform-key agora_…    (a running platform with models iris and digits registered)
 """

@@ -4,6 +4,7 @@ catalog directory of them."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,15 @@ def write_module(root: Path, name: str, doc: dict[str, Any] | str, file: str = "
     else:
         path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path
+
+
+def run_git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` as a test author; its output."""
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()

@@ -8,7 +8,6 @@ import json
 import logging
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,22 +24,12 @@ from agora.catalog import git
 from agora.migrations import upgrade
 from agora.runtime import Runtime
 from agora.settings import Settings
+from tests.catalog.documents import run_git
 from tests.conftest import ADMIN_KEY, make_settings
 from tests.helpers import Api
 
 IRIS = Path(__file__).resolve().parents[2] / "src/agora/examples/iris/ai4-metadata.yml"
 Start = Callable[..., Api]
-
-
-def _git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
 
 
 def _module(work: Path, name: str, title: str | None = None) -> None:
@@ -52,19 +41,19 @@ def _module(work: Path, name: str, title: str | None = None) -> None:
 
 
 def _push(work: Path, message: str) -> str:
-    _git(work, "add", "-A")
-    _git(work, "commit", "-q", "-m", message)
-    _git(work, "push", "-q", "origin", "HEAD")
-    return _git(work, "rev-parse", "HEAD")
+    run_git(work, "add", "-A")
+    run_git(work, "commit", "-q", "-m", message)
+    run_git(work, "push", "-q", "origin", "HEAD")
+    return run_git(work, "rev-parse", "HEAD")
 
 
 def _repository(root: Path, name: str) -> tuple[str, Path]:
     """A bare repository ``root/name.git`` (its file:// URL) and a work tree that pushes to it."""
     root.mkdir(parents=True, exist_ok=True)
     bare = root / f"{name}.git"
-    _git(root, "init", "-q", "--bare", "--initial-branch=main", str(bare))
+    run_git(root, "init", "-q", "--bare", "--initial-branch=main", str(bare))
     work = root / name
-    _git(root, "clone", "-q", str(bare), str(work))
+    run_git(root, "clone", "-q", str(bare), str(work))
     return bare.as_uri(), work
 
 
@@ -130,7 +119,7 @@ def test_a_branch_after_the_url_is_followed(start: Start, tmp_path: Path) -> Non
     url, work = _repository(tmp_path / "remote", "iris")
     _module(work, ".", title="On main")
     _push(work, "main")
-    _git(work, "switch", "-q", "-c", "dev")
+    run_git(work, "switch", "-q", "-c", "dev")
     _module(work, ".", title="On dev")
     dev = _push(work, "dev")
 
@@ -151,7 +140,9 @@ def _catalog_of_submodules(remote: Path, *names: str) -> tuple[str, Path, dict[s
     for name, (module_url, _, _) in modules.items():
         # Git refuses file:// submodules unless told (CVE-2022-39253); only this test's own
         # git, building the catalog, is told. Agora allows file:// only for a file:// source.
-        _git(work, "-c", "protocol.file.allow=always", "submodule", "add", "-q", module_url, name)
+        run_git(
+            work, "-c", "protocol.file.allow=always", "submodule", "add", "-q", module_url, name
+        )
     _push(work, "modules as submodules")
     return url, work, modules
 
@@ -166,8 +157,8 @@ def test_a_catalog_of_submodules_imports_every_module(start: Start, tmp_path: Pa
     _, one_work, _ = modules["iris-one"]
     _module(one_work, ".", title="Iris one, renamed")
     newer = _push(one_work, "renamed")
-    _git(work / "iris-one", "pull", "-q", "origin", "main")
-    _git(work, "rm", "-q", "iris-two")
+    run_git(work / "iris-one", "pull", "-q", "origin", "main")
+    run_git(work, "rm", "-q", "iris-two")
     _push(work, "newer iris-one, no iris-two")
     report = _import(api)
     assert (report["updated"], report["removed"], report["failed"]) == (1, 1, 0), report

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from agora.catalog.sources import BUILTIN_DIR, Source, configured, scan
-from tests.catalog.documents import v1, v2, write_module
-
-
-def _git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
+from tests.catalog.documents import run_git, v1, v2, write_module
 
 
 def test_one_bad_file_does_not_stop_the_others(tmp_path: Path) -> None:
@@ -49,10 +37,10 @@ def test_one_bad_file_does_not_stop_the_others(tmp_path: Path) -> None:
 def test_git_checkout_records_its_commit(tmp_path: Path) -> None:
     repo = tmp_path / "modules"
     write_module(repo, "mods", v2())
-    _git(repo.parent, "init", "-q", str(repo))
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "first")
-    head = _git(repo, "rev-parse", "HEAD")
+    run_git(repo.parent, "init", "-q", str(repo))
+    run_git(repo, "add", ".")
+    run_git(repo, "commit", "-q", "-m", "first")
+    head = run_git(repo, "rev-parse", "HEAD")
     (source,) = configured([repo], builtin=False)
     assert source.kind == "git"
     (result,) = scan(source)

@@ -91,3 +91,31 @@ def test_serve_model_names_a_missing_module_in_one_line() -> None:
     assert done.returncode == 1
     assert "no model 'nope' in entry-point group deepaas.v2.model" in done.stderr
     assert "acme-text" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_state_directory_of_the_first_release_is_upgraded(tmp_path: Path) -> None:
+    """Records written before servers stamped their trainings: the new columns are added (by
+    whichever replica comes first) and a record left running is reported as cut short."""
+    import sqlite3
+
+    from agora.modelserver.training import TrainingStore
+
+    path = tmp_path / "trainings.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE trainings (uuid TEXT PRIMARY KEY, model TEXT NOT NULL, date TEXT NOT NULL,"
+        " status TEXT NOT NULL, args TEXT NOT NULL, output TEXT, finish_date TEXT, message TEXT)"
+    )
+    old.execute(
+        "INSERT INTO trainings VALUES ('u1', 'm', '2026-01-01 00:00:00.000000', 'running', '{}',"
+        " NULL, NULL, NULL)"
+    )
+    old.commit()
+    old.close()
+    first, second = TrainingStore(path), TrainingStore(path)  # the second finds them added
+    record = second.get("m", "u1")
+    assert record["status"] == "error" and "stopped before it ended" in record["message"]
+    uuid = first.add("m", {})
+    assert second.get("m", uuid)["status"] == "running"  # fresh stamp: not reaped
+    first.close()
+    second.close()

@@ -81,7 +81,11 @@ class TrainingStore:
         have = {row["name"] for row in self.db.execute("PRAGMA table_info(trainings)")}
         for column, kind in _ADDED.items():
             if column not in have:
-                self.db.execute(f"ALTER TABLE trainings ADD COLUMN {column} {kind}")
+                try:
+                    self.db.execute(f"ALTER TABLE trainings ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as exc:  # another replica added it just now
+                    if "duplicate column" not in str(exc):
+                        raise
         self.owner = uuid.uuid4().hex
         self.heartbeat = heartbeat
 

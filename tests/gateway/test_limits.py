@@ -282,3 +282,50 @@ async def test_redis_counters_expire(redis_url: str) -> None:
     finally:
         await client.aclose()
         await limiter.close()
+
+
+async def test_redis_batches_the_admits_and_token_counts_of_one_turn(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 requests arriving together cost one script call to admit and one to meter, and the
+    rpm stays exact across them."""
+    limiter, limit = RedisLimiter(redis_url), key(rpm=150, tpm=10**6)
+    sent: list[int] = []
+    send = Connection.send_packed_command
+
+    async def counting_send(self: Connection, command: object, check_health: bool = True) -> None:
+        sent.append(1)
+        await send(self, command, check_health)  # type: ignore[arg-type]
+
+    try:
+        await limiter.admit([key(rpm=1)], now=T0)  # loads the script on first use
+        monkeypatch.setattr(Connection, "send_packed_command", counting_send)
+        results = await asyncio.gather(*(limiter.admit([limit], now=T0 + 1) for _ in range(200)))
+        assert sum(r is None for r in results) == 150 and len(sent) == 1
+        await asyncio.gather(*(limiter.add_tokens([limit], 3, now=T0 + 1) for _ in range(150)))
+        assert len(sent) == 2
+        monkeypatch.undo()
+        assert (await limiter.snapshot(limit, now=T0 + 1))["tokens_minute"] == 450
+    finally:
+        monkeypatch.undo()
+        await limiter.close()
+
+
+async def test_redis_limiter_survives_a_flushed_script_cache_and_dropped_connections(
+    redis_url: str,
+) -> None:
+    limiter, limit = RedisLimiter(redis_url), key(rpm=3)
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await limiter.admit([limit], now=T0) is None
+        await admin.script_flush()  # as after a Redis restart: EVALSHA answers NOSCRIPT
+        assert await limiter.admit([limit], now=T0) is None
+        await admin.client_kill_filter(_type="normal", skipme=True)  # the pooled ones break
+        await limiter.add_tokens([limit], 5, now=T0)
+        assert await limiter.admit([limit], now=T0) is None
+        refusal = await limiter.admit([limit], now=T0)
+        assert refusal is not None and refusal.kind == "rpm"
+        assert (await limiter.snapshot(limit, now=T0))["tokens_minute"] == 5
+    finally:
+        await admin.aclose()
+        await limiter.close()

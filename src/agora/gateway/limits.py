@@ -22,19 +22,24 @@ of windows without a limit too); a limit with no field set is ignored.
 from __future__ import annotations
 
 import abc
+import asyncio
 import functools
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript as Script
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Kind = Literal["rpm", "tpm", "day", "month"]
 _KINDS: tuple[Kind, ...] = ("rpm", "tpm", "day", "month")
@@ -283,43 +288,114 @@ class MemoryLimiter(Limiter):
             del self._counts[key], self._expiry[key]
 
 
-# KEYS: six per limit, as _Windows.keys. ARGV: the minute's elapsed fraction, the request
-# counter's TTL, then per limit rpm, tpm, per day, per month (-1: none).
-# Returns 0 when admitted, else {limit index (1-based), kind (1-4), previous, current}.
-# The comparison is _Windows.check's, with the same slack (_EPS).
+# Several admits, evaluated one after the other as one atomic step. KEYS: six per limit (as
+# _Windows.keys), request after request. ARGV: the request counter's TTL, the number of
+# requests, then per request the minute's elapsed fraction, its number of limits and per limit
+# rpm, tpm, per day, per month (-1: none). Returns per request 0 when admitted (its request
+# counters incremented), else {limit index (1-based), kind (1-4), previous, current}. The
+# comparison is _Windows.check's, with the same slack (_EPS).
 _ADMIT = """
-local elapsed, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ttl, requests = tonumber(ARGV[1]), tonumber(ARGV[2])
 local function count(key) return tonumber(redis.call('GET', key) or '0') end
-for i = 0, #KEYS / 6 - 1 do
-  local k, a = i * 6, 2 + i * 4
-  for kind = 1, 4 do
-    local limit = tonumber(ARGV[a + kind])
-    if limit >= 0 then
-      local previous, current = 0, 0
-      if kind <= 2 then
-        current, previous = count(KEYS[k + 2 * kind - 1]), count(KEYS[k + 2 * kind])
-      else
-        current = count(KEYS[k + kind + 2])
-      end
-      if previous * (1 - elapsed) + current + 1 > limit + 1e-6 then
-        return {i + 1, kind, previous, current}
+local out, a, k = {}, 3, 0
+for r = 1, requests do
+  local elapsed, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  local refused = 0
+  for i = 0, n - 1 do
+    local base = k + i * 6
+    for kind = 1, 4 do
+      local limit = tonumber(ARGV[a + i * 4 + kind - 1])
+      if refused == 0 and limit >= 0 then
+        local previous, current = 0, 0
+        if kind <= 2 then
+          current, previous = count(KEYS[base + 2 * kind - 1]), count(KEYS[base + 2 * kind])
+        else
+          current = count(KEYS[base + kind + 2])
+        end
+        if previous * (1 - elapsed) + current + 1 > limit + 1e-6 then
+          refused = {i + 1, kind, previous, current}
+        end
       end
     end
   end
+  if refused == 0 then
+    for i = 0, n - 1 do
+      redis.call('INCR', KEYS[k + i * 6 + 1])
+      redis.call('EXPIRE', KEYS[k + i * 6 + 1], ttl)
+    end
+  end
+  out[r] = refused
+  a = a + 4 * n
+  k = k + 6 * n
 end
-for i = 0, #KEYS / 6 - 1 do
-  redis.call('INCR', KEYS[i * 6 + 1])
-  redis.call('EXPIRE', KEYS[i * 6 + 1], ttl)
+return out
+"""
+
+# Token counts. KEYS: counters; ARGV: per counter the tokens to add and its TTL.
+_ADD = """
+for i = 1, #KEYS do
+  redis.call('INCRBY', KEYS[i], ARGV[2 * i - 1])
+  redis.call('EXPIRE', KEYS[i], ARGV[2 * i])
 end
 return 0
 """
 
+_BATCH = 256  # requests per script call at most
+
+
+class _Batches:
+    """Calls made in one event-loop turn, sent to Redis together: under load many requests
+    share one script call (its encoding, its round trip and its parsing), and a lone request
+    waits for no one. ``send`` gets the items of a batch and returns one result per item."""
+
+    def __init__(self, send: Callable[[list[Any]], Awaitable[list[Any]]]) -> None:
+        self._send = send
+        self._items: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    def submit(self, item: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._items:
+            loop.call_soon(self._start)
+        self._items.append((item, future))
+        return future
+
+    def _start(self) -> None:
+        items, self._items = self._items, []
+        for at in range(0, len(items), _BATCH):
+            task = asyncio.ensure_future(self._run(items[at : at + _BATCH]))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, items: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self._send([item for item, _ in items])
+        except BaseException as exc:
+            failure = exc if isinstance(exc, LimiterUnavailable) else _unavailable(exc)
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(failure)
+            if not isinstance(exc, (LimiterUnavailable, RedisError, OSError)):
+                raise
+            return
+        for (_, future), result in zip(items, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def close(self) -> None:
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
 
 class RedisLimiter(Limiter):
-    """Counters in Redis, shared by every gateway process: admit is one EVALSHA, add_tokens one
-    pipelined round trip. Fails fast (one retry, no backoff) so a request is not held up; a burst
-    beyond ``max_connections`` waits up to ``timeout`` for a connection instead of failing. One
-    script touches the counters of several scopes, so this needs one Redis server, not a Cluster."""
+    """Counters in Redis, shared by every gateway process. The admits of one event-loop turn
+    are one EVALSHA, and so are their token counts (:class:`_Batches`): a lone request costs one
+    round trip each, a busy gateway far less than one per request. Fails fast (one retry, no
+    backoff) so a request is not held up; a burst beyond ``max_connections`` waits up to
+    ``timeout`` for a connection instead of failing. One script touches the counters of several
+    scopes, so this needs one Redis server, not a Cluster."""
 
     def __init__(self, url: str, timeout: float = 1.0, max_connections: int = 50) -> None:
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -331,24 +407,30 @@ class RedisLimiter(Limiter):
             retry=Retry(NoBackoff(), 1),
         )
         self._redis = aioredis.Redis.from_pool(pool)
-        self._admit = self._redis.register_script(_ADMIT)
+        self._admit_script = self._redis.register_script(_ADMIT)
+        self._add_script = self._redis.register_script(_ADD)
+        self._admits = _Batches(self._send_admits)
+        self._adds = _Batches(self._send_adds)
 
     async def admit(self, limits: Sequence[Limit], now: float | None = None) -> Refusal | None:
         active = [limit for limit in limits if limit.active]
         if not active:
             return None
         w = _Windows.at(now)
-        keys = [k for limit in active for k in w.keys(limit.scope)]
-        args: list[str | int] = [repr(w.elapsed), _TTL_MINUTE]
-        args += [-1 if v is None else v for limit in active for v in limit.values]
-        try:
-            result = await self._admit(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from exc
+        result = await self._admits.submit((w, active))
         if not result:
             return None
         index, kind, previous, current = cast(list[int], result)
         return w.refusal(active[index - 1], _KINDS[kind - 1], previous, current)
+
+    async def _send_admits(self, batch: list[tuple[_Windows, list[Limit]]]) -> list[Any]:
+        keys: list[str] = []
+        args: list[str | int] = [_TTL_MINUTE, len(batch)]
+        for w, active in batch:
+            keys += [k for limit in active for k in w.keys(limit.scope)]
+            args += [repr(w.elapsed), len(active)]
+            args += [-1 if v is None else v for limit in active for v in limit.values]
+        return cast(list[Any], await self._evalsha(self._admit_script, keys, args))
 
     async def add_tokens(
         self, limits: Sequence[Limit], tokens: int, now: float | None = None
@@ -357,16 +439,56 @@ class RedisLimiter(Limiter):
         if not active or tokens <= 0:
             return
         w = _Windows.at(now)
-        pipe = self._redis.pipeline(transaction=False)
+        counters = []
         for limit in active:
             names = w.keys(limit.scope)
-            for key, ttl in ((names[2], _TTL_MINUTE), (names[4], _TTL_DAY), (names[5], _TTL_MONTH)):
-                pipe.incrby(key, tokens)
-                pipe.expire(key, ttl)
-        try:
-            await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from exc
+            counters += [(names[2], _TTL_MINUTE), (names[4], _TTL_DAY), (names[5], _TTL_MONTH)]
+        await self._adds.submit((counters, tokens))
+
+    async def _send_adds(self, batch: list[tuple[list[tuple[str, int]], int]]) -> list[None]:
+        totals: dict[tuple[str, int], int] = {}
+        for counters, tokens in batch:
+            for counter in counters:
+                totals[counter] = totals.get(counter, 0) + tokens
+        args: list[int] = []
+        for (_, ttl), tokens in totals.items():
+            args += [tokens, ttl]
+        await self._evalsha(self._add_script, [key for key, _ in totals], args)
+        return [None] * len(batch)
+
+    async def _evalsha(self, script: Script, keys: list[str], args: Sequence[Any]) -> Any:
+        """One EVALSHA on a pooled connection, packed by hiredis (redis-py's own packing costs
+        ten times as much for the thirty-odd arguments of a batch); the script is loaded when
+        the server lacks it, and a broken connection is retried once, as the client would."""
+        command = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+        pool = self._redis.connection_pool
+        reconnected = loaded = False
+        while True:
+            try:
+                conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            except (RedisError, OSError) as exc:
+                raise _unavailable(exc) from exc
+            try:
+                await conn.send_packed_command(command, check_health=False)
+                return await conn.read_response()
+            except NoScriptError as exc:
+                if loaded:
+                    raise _unavailable(exc) from exc
+                loaded = True
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                await conn.disconnect()
+                if reconnected:
+                    raise _unavailable(exc) from exc
+                reconnected = True
+                continue
+            except RedisError as exc:
+                raise _unavailable(exc) from exc
+            finally:
+                await pool.release(conn)
+            try:  # NOSCRIPT: a restarted or flushed server
+                await self._redis.script_load(script.script)
+            except (RedisError, OSError) as exc:
+                raise _unavailable(exc) from exc
 
     async def snapshot(self, limit: Limit, now: float | None = None) -> dict[str, int]:
         w = _Windows.at(now)
@@ -377,6 +499,8 @@ class RedisLimiter(Limiter):
         return w.snapshot([int(v or 0) for v in values])
 
     async def close(self) -> None:
+        await self._admits.close()
+        await self._adds.close()
         await self._redis.aclose()
 
 

@@ -246,10 +246,14 @@ def test_build_limiter_without_url_is_in_process() -> None:
     assert isinstance(build_limiter(None), MemoryLimiter)
 
 
-async def test_redis_admit_and_add_tokens_are_one_round_trip_each(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    limiter, limits = RedisLimiter(redis_url), [key(rpm=10, tpm=100), project(tokens_per_day=9)]
+async def warm(limiter: RedisLimiter) -> None:
+    """Both scripts loaded in the server (a first call finds them missing and loads them)."""
+    await limiter.admit([key(rpm=1)], now=T0)
+    await limiter.add_tokens([key(tpm=1)], 1, now=T0)
+
+
+def count_sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per command (or pipeline, or script call) sent to Redis from now on."""
     sent: list[int] = []
     send = Connection.send_packed_command
 
@@ -257,9 +261,17 @@ async def test_redis_admit_and_add_tokens_are_one_round_trip_each(
         sent.append(1)
         await send(self, command, check_health)  # type: ignore[arg-type]
 
+    monkeypatch.setattr(Connection, "send_packed_command", counting_send)
+    return sent
+
+
+async def test_redis_admit_and_add_tokens_are_one_round_trip_each(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter, limits = RedisLimiter(redis_url), [key(rpm=10, tpm=100), project(tokens_per_day=9)]
     try:
-        await limiter.admit(limits, now=T0)  # loads the script on first use
-        monkeypatch.setattr(Connection, "send_packed_command", counting_send)
+        await warm(limiter)
+        sent = count_sends(monkeypatch)
         assert await limiter.admit(limits, now=T0) is None
         assert len(sent) == 1
         await limiter.add_tokens(limits, 20, now=T0)
@@ -290,16 +302,9 @@ async def test_redis_batches_the_admits_and_token_counts_of_one_turn(
     """200 requests arriving together cost one script call to admit and one to meter, and the
     rpm stays exact across them."""
     limiter, limit = RedisLimiter(redis_url), key(rpm=150, tpm=10**6)
-    sent: list[int] = []
-    send = Connection.send_packed_command
-
-    async def counting_send(self: Connection, command: object, check_health: bool = True) -> None:
-        sent.append(1)
-        await send(self, command, check_health)  # type: ignore[arg-type]
-
     try:
-        await limiter.admit([key(rpm=1)], now=T0)  # loads the script on first use
-        monkeypatch.setattr(Connection, "send_packed_command", counting_send)
+        await warm(limiter)
+        sent = count_sends(monkeypatch)
         results = await asyncio.gather(*(limiter.admit([limit], now=T0 + 1) for _ in range(200)))
         assert sum(r is None for r in results) == 150 and len(sent) == 1
         await asyncio.gather(*(limiter.add_tokens([limit], 3, now=T0 + 1) for _ in range(150)))

@@ -3,13 +3,14 @@ SQLite and on a real PostgreSQL server started for the session."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 from sqlalchemy import text
 
 from agora.app import create_app
@@ -140,6 +141,40 @@ def browser() -> Iterator[Browser]:
         )
         yield chromium
         chromium.close()
+
+
+@contextlib.contextmanager
+def browser_tab(
+    browser: Browser,
+    base_url: str | None = None,
+    timeout_ms: float = 20_000,
+    width: int = 1280,
+    permissions: list[str] | None = None,
+    signed_in: bool = False,
+    **options: object,
+) -> Iterator[Page]:
+    """A tab in a fresh browser context (no cookies; signed in as the bootstrap admin through
+    the sign-in form with ``signed_in``), closed afterwards; ``options`` go to
+    ``browser.new_context``."""
+    context = browser.new_context(
+        base_url=base_url,
+        viewport={"width": width, "height": 900},
+        **options,  # type: ignore[arg-type]
+    )
+    if permissions and base_url:
+        context.grant_permissions(permissions, origin=base_url)
+    tab = context.new_page()
+    tab.set_default_timeout(timeout_ms)
+    try:
+        if signed_in:
+            tab.goto("/login")
+            tab.get_by_label("Username").fill("admin")
+            tab.get_by_label("Password").fill(ADMIN_PASSWORD)
+            tab.get_by_role("button", name="Sign in").click()
+            tab.wait_for_url(f"{base_url}/")
+        yield tab
+    finally:
+        context.close()
 
 
 @pytest.fixture(scope="session")

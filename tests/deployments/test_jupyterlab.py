@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.conftest import ADMIN_KEY, ADMIN_PASSWORD
+from tests.conftest import ADMIN_KEY, ADMIN_PASSWORD, browser_tab
 from tests.deployments.conftest import Platform
 
 SCREENSHOT = "/tmp/agora-jupyter.png"
@@ -148,11 +148,8 @@ def test_kernel_and_terminal_answer_through_the_proxy(platform: Platform, lab: s
 
 @pytest.fixture
 def page(browser: Browser, platform: Platform) -> Iterator[Page]:
-    context = browser.new_context(base_url=platform.url, viewport={"width": 1400, "height": 900})
-    tab = context.new_page()
-    tab.set_default_timeout(30_000)
-    yield tab
-    context.close()
+    with browser_tab(browser, platform.url, 30_000, width=1400) as tab:
+        yield tab
 
 
 def test_notebook_and_terminal_in_the_browser(page: Page, platform: Platform, lab: str) -> None:

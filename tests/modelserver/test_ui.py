@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from agora.modelserver.app import ServerConfig, create_app
 from agora.web import swagger_ui
+from tests.conftest import browser_tab
 from tests.modelserver.servers import Server, launch_agora, running
 
 TOKEN = "service-token-for-tests"
@@ -140,11 +141,8 @@ def test_without_the_vendor_files_the_ui_says_how_to_install_them(tmp_path: Path
 
 @pytest.fixture
 def page(browser: Browser, server: Server) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    tab = context.new_page()
-    tab.set_default_timeout(15_000)
-    yield tab
-    context.close()
+    with browser_tab(browser, None, 15_000) as tab:
+        yield tab
 
 
 def _record(page: Page) -> tuple[list[str], list[str]]:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.conftest import ADMIN_KEY, ADMIN_PASSWORD
+from tests.conftest import ADMIN_KEY, browser_tab
 from tests.deployments.conftest import Platform
 from tests.serving.test_served_modules import _digit_png
 
@@ -49,16 +49,8 @@ def digits(platform: Platform) -> Platform:
 
 @pytest.fixture
 def tab(browser: Browser, digits: Platform) -> Iterator[Page]:
-    context = browser.new_context(base_url=digits.url, viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto("/login")
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(digits.url + "/")
-    yield page
-    context.close()
+    with browser_tab(browser, digits.url, 30_000, signed_in=True) as page:
+        yield page
 
 
 def test_try_it_uploads_a_png_and_shows_json_then_an_image(tab: Page) -> None:

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, expect
 
 from agora.web import swagger_ui
+from tests.conftest import browser_tab
 from tests.web.conftest import LiveServer
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -56,11 +57,8 @@ def test_docs_page_without_the_vendor_files_says_how_to_install_them(
 
 @pytest.fixture
 def page(browser: Browser, live_server: LiveServer) -> Iterator[Page]:
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
-    tab = context.new_page()
-    tab.set_default_timeout(15_000)
-    yield tab
-    context.close()
+    with browser_tab(browser, live_server.url, 15_000) as tab:
+        yield tab
 
 
 @SQLITE

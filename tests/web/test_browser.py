@@ -10,6 +10,7 @@ import pyotp
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from tests.conftest import browser_tab
 from tests.web.conftest import LiveServer
 
 NEW_PASSWORD = "my-own-long-password"
@@ -18,12 +19,10 @@ SHOTS = "/tmp"
 
 @pytest.fixture
 def page(browser: Browser, live_server: LiveServer) -> Iterator[Page]:
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 800})
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
-    tab = context.new_page()
-    tab.set_default_timeout(15_000)
-    yield tab
-    context.close()
+    with browser_tab(
+        browser, live_server.url, 15_000, permissions=["clipboard-read", "clipboard-write"]
+    ) as tab:
+        yield tab
 
 
 def test_first_admin_signs_in_enrols_totp_and_creates_a_key(

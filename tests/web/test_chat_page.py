@@ -27,7 +27,7 @@ from sqlalchemy import select
 from agora.models import Deployment, GatewayModel
 from agora.runtime import Runtime
 from agora.web.render import STATIC_DIR
-from tests.conftest import ADMIN_KEY, ADMIN_PASSWORD
+from tests.conftest import ADMIN_KEY, ADMIN_PASSWORD, browser_tab
 from tests.deployments.conftest import Platform
 from tests.helpers import PASSWORD, Api
 from tests.servers import free_port, wait_for_port
@@ -185,18 +185,8 @@ def models(platform: Platform, upstream: ChatUpstream) -> Platform:
 
 @pytest.fixture
 def tab(browser: Browser, models: Platform) -> Iterator[Page]:
-    context = browser.new_context(
-        base_url=models.url, viewport={"width": 1280, "height": 900}, accept_downloads=True
-    )
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    page.goto("/login")
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(models.url + "/")
-    yield page
-    context.close()
+    with browser_tab(browser, models.url, 20_000, signed_in=True, accept_downloads=True) as page:
+        yield page
 
 
 def _console_errors(page: Page) -> list[str]:

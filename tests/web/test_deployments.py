@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, expect
 
 from agora.settings import Settings
-from tests.conftest import ADMIN_PASSWORD, make_settings
+from tests.conftest import ADMIN_PASSWORD, browser_tab, make_settings
 from tests.deployments.conftest import Platform
 from tests.helpers import PASSWORD, Api
 from tests.web.helpers import HTML, csrf, sign_in, submit, text_of
@@ -239,11 +239,8 @@ def test_deployment_of_another_project_is_found_and_linked(api: Api, client: Tes
 
 @pytest.fixture
 def tab(browser: Browser, platform: Platform) -> Iterator[Page]:
-    context = browser.new_context(base_url=platform.url, viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    yield page
-    context.close()
+    with browser_tab(browser, platform.url, 20_000) as page:
+        yield page
 
 
 def test_launch_a_batch_job_and_follow_it_live(tab: Page, platform: Platform) -> None:

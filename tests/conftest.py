@@ -33,7 +33,20 @@ os.environ.setdefault("PLAYWRIGHT_BROWSERS_PATH", "0")
 def cluster() -> Iterator[SlurmCluster]:
     """The single-node Slurm test cluster, started once for the whole run."""
     with slurm_cluster() as c:
+        # A cluster that was already running (kept, or left by a killed run) may still hold an
+        # earlier run's jobs: on a node of 2 CPUs they would starve this run's.
+        c.cancel_all()
         yield c
+
+
+@pytest.fixture(autouse=True)
+def _no_slurm_jobs_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the Slurm cluster, cancel whatever jobs it left (a deployment
+    the platform was shut down with keeps its job, on purpose, so a restart can re-adopt it).
+    Autouse, so it is torn down after the test's platforms have stopped."""
+    yield
+    if "cluster" in request.fixturenames:
+        request.getfixturevalue("cluster").cancel_all()
 
 
 @pytest.fixture(scope="session")

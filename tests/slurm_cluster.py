@@ -103,6 +103,28 @@ class SlurmCluster:
             time.sleep(0.1)
         raise TimeoutError(f"job {job_id} still {state} after {timeout} s")
 
+    def active_jobs(self) -> list[str]:
+        """Ids of the jobs the controller has not finished (pending, running, completing)."""
+        out = self.run("squeue", "-h", "-o", "%i", check=False)
+        return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+    def cancel_all(self, timeout: float = 30) -> list[str]:
+        """Cancel every unfinished job and wait until the node is free again; returns the ids
+        that were cancelled. The node has 2 CPUs, so one test's leftover jobs would starve the
+        next tests' jobs ("did not start within 20 s (Resources)")."""
+        jobs = self.active_jobs()
+        if not jobs:
+            return []
+        self.run("scancel", *jobs, check=False)
+        deadline = time.monotonic() + timeout
+        while self.active_jobs():
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"jobs {self.active_jobs()} still there {timeout} s after scancel"
+                )
+            time.sleep(0.1)
+        return jobs
+
     @property
     def sacct(self) -> list[str]:
         """The sacct command that reports finished jobs here: ``sacct -c`` without slurmdbd."""

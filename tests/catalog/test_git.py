@@ -25,6 +25,7 @@ from agora.migrations import upgrade
 from agora.runtime import Runtime
 from agora.settings import Settings
 from tests.catalog.documents import run_git
+from tests.catalog.git_http import git_http_server
 from tests.conftest import ADMIN_KEY, make_settings
 from tests.helpers import Api
 
@@ -291,3 +292,82 @@ def test_a_git_command_that_hangs_is_stopped_at_the_timeout(
     assert time.monotonic() - began < 5
     assert not (tmp_path / "checkout").exists()
     assert [p.name for p in tmp_path.iterdir()] == []  # no half clone left
+
+
+def test_credentials_go_to_git_through_a_helper_never_its_command_line(
+    start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A password-protected repository over real smart HTTP: cloned and fetched with the URL's
+    credentials, which never appear in a command line nor in the checkout's config."""
+    _no_proxy(monkeypatch)
+    url, work = _repository(tmp_path / "remote", "modules")
+    _module(work, "iris")
+    _push(work, "iris")
+    with git_http_server(tmp_path / "remote", user="agora", password="s3cret/pw") as server:
+        # "/" percent-encoded, as it must be in a URL; git gets it decoded.
+        source = f"http://agora:s3cret%2Fpw@127.0.0.1:{server.port}/modules.git"
+        api = start(source)
+        assert api.get("/catalog/iris").status_code == 200
+        assert ("agora", "s3cret/pw") in server.seen
+        (checkout,) = (tmp_path / "data/catalog/git").iterdir()
+        config = (checkout / ".git/config").read_text()
+        assert f"url = http://127.0.0.1:{server.port}/modules.git" in config
+        assert "s3cret" not in config
+
+        # A checkout an older Agora made with the credentials in its config loses them.
+        run_git(checkout, "remote", "set-url", "origin", source.replace("%2F", "/"))
+        _module(work, "iris", title="Iris, fetched")
+        _push(work, "fetched")
+        report = _import(api)
+        assert report["updated"] == 1, report
+        assert api.get("/catalog/iris").json()["title"] == "Iris, fetched"
+        assert "s3cret" not in (checkout / ".git/config").read_text()
+        assert server.in_process_list == []
+
+        # Without the password: git's own refusal, and no prompt.
+        wrong = git.Remote.parse(f"http://agora:wrong@127.0.0.1:{server.port}/modules.git")
+        with pytest.raises(git.GitFailure, match="Authentication failed"):
+            git.update(wrong, tmp_path / "other", timeout=30)
+
+
+def test_a_submodule_on_another_host_never_gets_the_credentials(
+    start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_proxy(monkeypatch)
+    with (
+        git_http_server(tmp_path / "elsewhere") as elsewhere,
+        git_http_server(tmp_path / "remote", user="agora", password="s3cret") as server,
+    ):
+        _, module_work = _repository(tmp_path / "elsewhere", "iris-one")
+        _module(module_work, ".")
+        commit = _push(module_work, "iris-one")
+        _, work = _repository(tmp_path / "remote", "modules-catalog")
+        module_url = f"http://127.0.0.1:{elsewhere.port}/iris-one.git"
+        run_git(work, "submodule", "add", "-q", module_url, "iris-one")
+        _push(work, "a module elsewhere")
+        api = start(f"http://agora:s3cret@127.0.0.1:{server.port}/modules-catalog.git")
+        assert api.get("/catalog/iris-one").json()["commit"] == commit
+    assert ("agora", "s3cret") in server.seen
+    assert elsewhere.seen and set(elsewhere.seen) == {None}
+
+
+def test_credentials_with_control_characters_are_refused() -> None:
+    with pytest.raises(ValueError, match="the user name or password has control characters"):
+        git.Remote.parse("https://agora:pw%0Aprotocol=file@example.org/x.git")
+
+
+def test_checkouts_of_repositories_no_longer_configured_are_removed(
+    start: Start, tmp_path: Path
+) -> None:
+    one, work_one = _repository(tmp_path / "remote", "one")
+    two, work_two = _repository(tmp_path / "remote", "two")
+    _module(work_one, "iris-one")
+    _push(work_one, "one")
+    _module(work_two, "iris-two")
+    _push(work_two, "two")
+    checkouts = tmp_path / "data/catalog/git"
+    start(one, two)
+    assert sorted(p.name.split("-")[0] for p in checkouts.iterdir()) == ["one", "two"]
+    api = start(one)
+    assert [p.name.split("-")[0] for p in checkouts.iterdir()] == ["one"]
+    assert api.get("/catalog/iris-two").status_code == 404

@@ -4,7 +4,10 @@ brought to their branch's newest commit before each import.
 Only https://, http://, ssh://, scp-like ``user@host:path`` and file:// URLs are accepted; git's
 ``ext::`` and other transports that run commands never are. Git never prompts (no terminal, no
 standard input), every command runs under a timeout, and a URL's credentials are masked wherever
-it is shown.
+it is shown. Credentials of an http(s) URL never reach git's command line (where every user of the
+host could read them in the process list) nor the checkout's ``.git/config``: git gets the URL
+without them and asks a credential helper, scoped to that scheme, host and port, which answers
+from its environment.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 _SCHEMES = ("https", "http", "ssh", "file")
 _SCHEME_URL = re.compile(r"^(?P<scheme>[a-z]+)://(?:(?P<userinfo>[^/]*)@)?(?P<rest>.*)$")
@@ -27,6 +31,13 @@ _SCP_URL = re.compile(r"^(?P<user>[A-Za-z0-9._~+-]+)@(?P<host>[A-Za-z0-9][A-Za-z
 _BRANCH = re.compile(r"^(?!.*\.\.)(?!.*//)[A-Za-z0-9_][A-Za-z0-9._/+-]*(?<![/.])$")
 #: Userinfo of a URL inside a message from git.
 _USERINFO_IN_TEXT = re.compile(r"\b([a-z]+)://([^/\s@']*)@")
+#: Answers git's ``get`` with the user name and password in its environment, nothing else.
+_HELPER = (
+    '!f() { test "$1" = get || exit 0; '
+    "printf 'username=%s\\npassword=%s\\n' \"$AGORA_GIT_USERNAME\" \"$AGORA_GIT_PASSWORD\"; }; f"
+)
+#: A clone folder left by a process that died this long ago is removed by :func:`prune`.
+_STALE_PARTIAL_SECONDS = 24 * 3600
 
 
 class GitFailure(Exception):
@@ -59,7 +70,31 @@ class Remote:
             raise ValueError(f"{shown!r}: a git URL has no spaces (write them as %20)")
         if hash_ and not _BRANCH.match(branch):
             raise ValueError(f"{shown!r}: {branch!r} is not a branch name")
-        return cls(url, branch or None)
+        remote = cls(url, branch or None)
+        credentials = remote.credentials
+        if credentials and any(not c.isprintable() for c in "".join(credentials)):
+            raise ValueError(f"{shown!r}: the user name or password has control characters")
+        return remote
+
+    @property
+    def fetch_url(self) -> str:
+        """The URL git is given: an http(s) URL without its credentials (see ``credentials``)."""
+        return _without_userinfo(self.url) if self.credentials is not None else self.url
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        """User name and password (percent-decoded) of an http(s) URL that has them."""
+        found = _SCHEME_URL.match(self.url)
+        if found is None or found["scheme"] not in ("http", "https") or not found["userinfo"]:
+            return None
+        user, _, password = found["userinfo"].partition(":")
+        return unquote(user), unquote(password)
+
+    @property
+    def credential_scope(self) -> str:
+        """``scheme://host[:port]``: the URLs git may send the credentials to."""
+        parts = urlsplit(self.fetch_url)
+        return f"{parts.scheme}://{parts.netloc}"
 
     @property
     def masked_url(self) -> str:
@@ -135,7 +170,8 @@ def update(remote: Remote, path: Path, timeout: float) -> None:
         _run(remote, timeout, path, *args)
 
     if (path / ".git").exists():
-        git("remote", "set-url", "origin", remote.url)
+        # Also takes credentials out of a checkout an older Agora made with them in the URL.
+        git("remote", "set-url", "origin", remote.fetch_url)
         git("fetch", "--quiet", "--depth", "1", "origin", remote.branch or "HEAD")
         git("reset", "--quiet", "--hard", "FETCH_HEAD")
         # -ff: also submodules the new commit dropped, so their modules leave the catalog.
@@ -167,7 +203,7 @@ def _clone(remote: Remote, path: Path, timeout: float) -> None:
             "1",
             *branch,
             "--",
-            remote.url,
+            remote.fetch_url,
             str(partial),
         )
         if path.exists() and not (path / ".git").exists():
@@ -181,6 +217,29 @@ def _clone(remote: Remote, path: Path, timeout: float) -> None:
         raise GitFailure(f"cannot write the checkout {path}: {exc.strerror or exc}") from exc
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def prune(checkouts: Path, keep: set[str]) -> list[str]:
+    """Remove the checkouts in ``checkouts`` whose repository is no longer configured (their
+    names not in ``keep``), and clone folders left by a process that died a day ago or more;
+    returns the names removed."""
+    removed: list[str] = []
+    try:
+        entries = list(checkouts.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.name in keep or not entry.is_dir() or entry.is_symlink():
+            continue
+        if entry.name.startswith("."):  # a clone in progress, or an interrupted one
+            try:
+                if time.time() - entry.stat().st_mtime < _STALE_PARTIAL_SECONDS:
+                    continue
+            except OSError:
+                continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry.name)
+    return removed
 
 
 def _run(remote: Remote, timeout: float, cwd: Path | None, *args: str) -> None:
@@ -197,6 +256,19 @@ def _run(remote: Remote, timeout: float, cwd: Path | None, *args: str) -> None:
         "SSH_ASKPASS_REQUIRE": "never",
         "LC_ALL": "C",
     }
+    credentials = remote.credentials
+    if credentials is not None:
+        # No other helper is asked (an empty value resets the list), and ours only for this
+        # scheme, host and port: a submodule elsewhere never gets these credentials.
+        env.update(
+            GIT_CONFIG_COUNT="2",
+            GIT_CONFIG_KEY_0="credential.helper",
+            GIT_CONFIG_VALUE_0="",
+            GIT_CONFIG_KEY_1=f"credential.{remote.credential_scope}.helper",
+            GIT_CONFIG_VALUE_1=_HELPER,
+            AGORA_GIT_USERNAME=credentials[0],
+            AGORA_GIT_PASSWORD=credentials[1],
+        )
     command = [git, "-c", "protocol.ext.allow=never", *args]
     try:
         err, returncode = _communicate(command, cwd, env, timeout)

@@ -390,7 +390,7 @@ def import_sources(ctx: Ctx, only: str | None = None) -> ImportReport:
     chosen = [s for s in _sources(ctx.runtime) if only is None or s.label == only]
     if only is not None and not chosen:
         raise NotFound(f"There is no catalog source '{only}' (see GET /api/v1/catalog/sources)")
-    report = _import(ctx, chosen, _update_checkouts(ctx.runtime, chosen))
+    report = _import(ctx, chosen, _update_checkouts(ctx.runtime, chosen), everything=only is None)
     _audit_import(ctx, report)
     return report
 
@@ -402,7 +402,7 @@ def import_at_startup(runtime: Runtime) -> ImportReport | None:
     try:
         with runtime.db.transaction() as db:
             ctx = Ctx(db=db, runtime=runtime)
-            report = _import(ctx, chosen, failures)
+            report = _import(ctx, chosen, failures, everything=True)
             if report.changed:
                 _audit_import(ctx, report, actor="system")
     except IntegrityError:  # another replica imported at the same moment: its result stands
@@ -433,6 +433,9 @@ def _update_checkouts(runtime: Runtime, chosen: list[Source]) -> dict[Source, gi
     """Clone or fetch the repositories among ``chosen`` (before any database write: this may
     take minutes); what failed, by source."""
     failures: dict[Source, git.GitFailure] = {}
+    keep = {s.path.name for s in _sources(runtime) if s.remote is not None}
+    for name in git.prune(runtime.settings.catalog_checkouts_dir, keep):
+        log.info("catalog: removed the checkout %s (its repository is no longer configured)", name)
     for source in chosen:
         if source.remote is None:
             continue
@@ -456,7 +459,15 @@ def _checkout_failed(source: Source, failure: git.GitFailure) -> FileOutcome:
     return FileOutcome(source.label, source.label, None, "failed", problems=[problem])
 
 
-def _import(ctx: Ctx, chosen: list[Source], failures: dict[Source, git.GitFailure]) -> ImportReport:
+def _import(
+    ctx: Ctx,
+    chosen: list[Source],
+    failures: dict[Source, git.GitFailure],
+    *,
+    everything: bool = False,
+) -> ImportReport:
+    """Import ``chosen``; ``everything``: they are all the configured sources, so the entries
+    of a source no longer configured (a directory or repository the operator removed) go."""
     report = ImportReport([s.label for s in chosen], [])
     claimed: dict[str, str] = {}
     for source in chosen:
@@ -490,6 +501,21 @@ def _import(ctx: Ctx, chosen: list[Source], failures: dict[Source, git.GitFailur
                     FileOutcome(module.source_file or "", source.label, module.name, "removed")
                 )
                 ctx.db.delete(module)
+    if everything:
+        configured_paths = {str(source.path) for source in chosen}
+        gone = ctx.db.scalars(
+            select(CatalogModule).where(
+                CatalogModule.source.in_(IMPORTED),
+                CatalogModule.source_path.not_in(configured_paths),
+            )
+        ).all()
+        for module in gone:
+            report.files.append(
+                FileOutcome(
+                    module.source_file or "", module.source_path or "", module.name, "removed"
+                )
+            )
+            ctx.db.delete(module)
     ctx.db.flush()
     return report
 

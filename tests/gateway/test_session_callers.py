@@ -45,10 +45,13 @@ def chat(
     csrf: bool = True,
     project: str | None = None,
     origin: str | None = None,
+    referer: str | None = None,
 ) -> httpx.Response:
     sent = {"Cookie": f"agora_session={token}"}
     if origin is not None:
         sent["Origin"] = origin
+    if referer is not None:
+        sent["Referer"] = referer
     if project is not None:
         sent["X-Agora-Project"] = project
     if csrf:
@@ -96,19 +99,30 @@ def test_a_session_is_read_from_the_database_once(gw: Gateway, fake: str) -> Non
     assert models.status_code == 200 and [m["id"] for m in models.json()["data"]] == ["chat-model"]
     assert later == [], "later requests of the same session are answered from memory"
     # The CSRF check still runs on every request, cached or not: the header, or the browser's
-    # Origin naming the platform itself (a page elsewhere, or "null", does not pass).
+    # Origin naming the platform itself with a Referer on a served module's page (a page
+    # elsewhere, "null", or a deployment's page on the same origin does not pass).
     r = chat(gw, token, csrf=False)
     assert r.status_code == 403 and r.json()["error"]["code"] == "csrf"
     own = gw.platform.settings.public_url or ""
-    assert chat(gw, token, csrf=False, origin=own).status_code == 200
+    module_page = own + "/m/iris/ui"
+    assert chat(gw, token, csrf=False, origin=own, referer=module_page).status_code == 200
     for origin in (
         "https://evil.example",
         "null",
         own + ".evil.example",
         own.replace("http", "https"),
     ):
-        r = chat(gw, token, csrf=False, origin=origin)
+        r = chat(gw, token, csrf=False, origin=origin, referer=module_page)
         assert r.status_code == 403 and r.json()["error"]["code"] == "csrf", origin
+    for referer in (
+        None,
+        own + "/d/abc/tree",
+        own + "/chat",
+        own + "/m/../d/abc/",
+        "https://evil.example/m/x",
+    ):
+        r = chat(gw, token, csrf=False, origin=own, referer=referer)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "csrf", referer
     # A cookie that names no session is refused (and never cached).
     r = chat(gw, "agoras_" + "x" * 43)
     assert r.status_code == 401

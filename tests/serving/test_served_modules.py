@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
+from playwright.sync_api import Browser
 from sklearn.datasets import load_digits
 
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, browser_tab
 from tests.deployments.test_slurm import slurm_backend
 from tests.gateway.conftest import Gateway
 from tests.helpers import PASSWORD
@@ -62,7 +63,7 @@ def _wait_training(url: str, key: str, timeout: float = 60) -> dict:
 
 
 def test_member_serves_a_module_and_calls_it_through_the_platform(
-    gateway_factory: Callable[..., Gateway],
+    gateway_factory: Callable[..., Gateway], browser: Browser
 ) -> None:
     gw = gateway_factory(gateway_max_upload_bytes=1_048_576)
     ana = _user(gw, "ana", "lab")
@@ -111,18 +112,46 @@ def test_member_serves_a_module_and_calls_it_through_the_platform(
     r = httpx.get(base + "/swagger.json", headers=_bearer(key), timeout=30)
     assert r.json()["servers"] == [{"url": "/m/iris-lab"}]
     # In a signed-in browser the page opens, and its POSTs (no CSRF header, but the browser's
-    # Origin of the platform itself) predict; a POST from a page elsewhere does not.
+    # Origin of the platform itself and the page as Referer) predict; a POST from a page
+    # elsewhere, or from a deployment's page on the same origin, does not.
     cookie = {"Cookie": f"agora_session={ana}"}
     r = httpx.get(base + "/ui", headers=cookie, timeout=30)
     assert r.status_code == 200, r.text
     r = httpx.post(base + "/v2/models/iris/predict/", data=IRIS, headers=cookie, timeout=30)
     assert r.status_code == 403 and "X-CSRF-Token" in r.text, r.text
-    own = {**cookie, "Origin": gw.platform.settings.public_url or ""}
+    public = gw.platform.settings.public_url or ""
+    own = {**cookie, "Origin": public, "Referer": public + "/m/iris-lab/ui"}
     r = httpx.post(base + "/v2/models/iris/predict/", data=IRIS, headers=own, timeout=30)
     assert r.status_code == 200 and r.json()["species"] == "setosa", r.text
-    elsewhere = {**cookie, "Origin": "https://evil.example"}
-    r = httpx.post(base + "/v2/models/iris/predict/", data=IRIS, headers=elsewhere, timeout=30)
-    assert r.status_code == 403, r.text
+    for other in (
+        {"Origin": "https://evil.example", "Referer": "https://evil.example/m/iris-lab/ui"},
+        {"Origin": public, "Referer": public + "/d/d1234/notebook"},
+    ):
+        r = httpx.post(
+            base + "/v2/models/iris/predict/", data=IRIS, headers={**cookie, **other}, timeout=30
+        )
+        assert r.status_code == 403, r.text
+
+    # The same in Chromium, signed in as ana: "Try it out" on the module's Swagger UI predicts
+    # through the platform.
+    with browser_tab(browser, gw.platform.url, 30_000) as tab:
+        tab.goto("/login")
+        tab.get_by_label("Username").fill("ana")
+        tab.get_by_label("Password").fill(PASSWORD)
+        tab.get_by_role("button", name="Sign in").click()
+        tab.wait_for_url(f"{gw.platform.url}/")
+        tab.goto("/m/iris-lab/ui")
+        operation = tab.locator(".opblock").filter(
+            has=tab.locator('.opblock-summary-path[data-path="/v2/models/iris/predict/"]')
+        )
+        operation.locator(".opblock-summary").click()
+        operation.get_by_role("button", name="Try it out").click()
+        for name, value in IRIS.items():
+            operation.locator(f'tr[data-property-name="{name}"] input').fill(value)
+        with tab.expect_response(lambda r: r.request.method == "POST") as answer:
+            operation.get_by_role("button", name="Execute").click()
+        assert answer.value.status == 200, answer.value.text()
+        assert answer.value.json()["species"] == "setosa"
 
     # Bad input is the module server's 4xx, passed on as it is.
     r = httpx.post(

@@ -293,7 +293,7 @@ class Gateway:
         return await self._caller_of(scope["method"], scope["headers"])
 
     async def _caller_of(self, method: str, headers: list[tuple[bytes, bytes]]) -> Caller:
-        authorization = cookie = csrf = project = origin = None
+        authorization = cookie = csrf = project = origin = referer = None
         for name, value in headers:
             if name == b"authorization":
                 authorization = value
@@ -305,6 +305,8 @@ class Gateway:
                 project = value
             elif name == b"origin":
                 origin = value
+            elif name == b"referer":
+                referer = value
         if authorization is not None:
             scheme, _, token = authorization.partition(b" ")
             token = token.strip()
@@ -329,7 +331,7 @@ class Gateway:
             self.rt.key_usage.touch(caller.key_id, dt.datetime.now(dt.UTC))
             return caller
         if cookie is not None:
-            signed_in = session_token(method, self.rt, cookie, csrf, origin)
+            signed_in = session_token(method, self.rt, cookie, csrf, origin, referer)
             snapshot = await self.directory.current()
             caller = self.sessions.get(snapshot, signed_in, project)
             if caller is None:

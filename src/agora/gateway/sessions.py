@@ -38,12 +38,20 @@ class Resolved:
 
 
 def session_token(
-    method: str, rt: Runtime, cookie: bytes, csrf: bytes | None, origin: bytes | None = None
+    method: str,
+    rt: Runtime,
+    cookie: bytes,
+    csrf: bytes | None,
+    origin: bytes | None = None,
+    referer: bytes | None = None,
 ) -> str:
     """The session token a request's cookie carries, once the request shows it comes from the
-    platform's own pages: by its CSRF header (the chat page, "Try it"), or, for scripts that
-    cannot know that token (Swagger UI of a served module), by an ``Origin`` header equal to
-    the platform's public URL (browsers set it on every POST; a page elsewhere cannot)."""
+    platform's own pages: by its CSRF header (the chat page, "Try it"), or, for the served
+    modules' Swagger UI (``/m/<model>/ui``, a script that cannot know that token), by an
+    ``Origin`` header equal to the platform's public URL (browsers set it on every POST; a page
+    elsewhere cannot) and a ``Referer`` on a ``/m/`` page of it. Deployments' own pages
+    (``/d/…``) share the platform's origin but not that path, and a page that hides its address
+    (``Referrer-Policy: no-referrer``) does not pass either."""
     jar: SimpleCookie = SimpleCookie()
     try:
         jar.load(cookie.decode("latin-1"))
@@ -56,7 +64,7 @@ def session_token(
     if (
         method != "GET"
         and not csrf_ok(rt, token, csrf.decode("latin-1") if csrf else None)
-        and not _own_origin(rt, origin)
+        and not _from_module_page(rt, origin, referer)
     ):
         raise GatewayError(
             403,
@@ -67,11 +75,16 @@ def session_token(
     return token
 
 
-def _own_origin(rt: Runtime, origin: bytes | None) -> bool:
-    if not origin:
+def _from_module_page(rt: Runtime, origin: bytes | None, referer: bytes | None) -> bool:
+    if not origin or not referer:
         return False
     public = urlsplit(rt.settings.public_url or "")
-    return bool(public.netloc) and origin.decode("latin-1") == f"{public.scheme}://{public.netloc}"
+    if not public.netloc:
+        return False
+    own = f"{public.scheme}://{public.netloc}"
+    pages = own + public.path.rstrip("/") + "/m/"
+    page = referer.decode("latin-1")
+    return origin.decode("latin-1") == own and page.startswith(pages) and "/../" not in page
 
 
 def resolve(rt: Runtime, token: str, project: bytes | None) -> Resolved:

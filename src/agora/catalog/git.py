@@ -34,7 +34,7 @@ _USERINFO_IN_TEXT = re.compile(r"\b([a-z]+)://([^/\s@']*)@")
 #: Answers git's ``get`` with the user name and password in its environment, nothing else.
 _HELPER = (
     '!f() { test "$1" = get || exit 0; '
-    "printf 'username=%s\\npassword=%s\\n' \"$AGORA_GIT_USERNAME\" \"$AGORA_GIT_PASSWORD\"; }; f"
+    'printf \'username=%s\\npassword=%s\\n\' "$AGORA_GIT_USERNAME" "$AGORA_GIT_PASSWORD"; }; f'
 )
 #: A clone folder left by a process that died this long ago is removed by :func:`prune`.
 _STALE_PARTIAL_SECONDS = 24 * 3600

@@ -183,6 +183,11 @@ def test_total_timeout_is_a_504_before_the_answer_and_ends_a_stream(
     status, _, body = c.response()  # and the connection serves on
     assert status == 200 and orjson.loads(body)["model"] == "dribble"
     c.close()
+    # The timeout is metered too.
+    deadline = time.monotonic() + 10
+    while len(statuses := front.usage_statuses(until=504)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert 504 in statuses and len(statuses) == 3, statuses
 
 
 def test_streams_of_a_model_under_its_own_name_are_metered(

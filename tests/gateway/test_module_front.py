@@ -356,3 +356,29 @@ def test_a_client_leaving_is_metered_as_499(front: Gateway, key: str, replies: l
     c.close()
     assert front.usage_statuses(until=499) == [499]
     assert replies == ["LeanCycle"]
+
+
+def test_a_module_past_its_total_timeout_is_a_504(
+    front: Gateway, key: str, replies: list[str], deepaas: str
+) -> None:
+    front.add_model(
+        name="sluggish",
+        kind="deepaas",
+        source="external",
+        external_url=deepaas,
+        total_timeout=1,
+        first_byte_timeout=10,
+    )
+    began = time.monotonic()
+    with _client(front, key) as c:
+        r = c.get("/m/sluggish/v2/models/echo/slow")
+        took = time.monotonic() - began
+        problem = _problem(r, 504)
+        assert problem["detail"] == "The module 'sluggish' did not answer within 1 s"
+        assert took < 2.5, took  # the module answers after 3 s
+        # The timer is gone with the request: the next one is not cut short.
+        assert c.post("/m/echo/v2/models/echo/predict/", data={"a": "1"}).status_code == 200
+    deadline = time.monotonic() + 10
+    while sorted(statuses := front.usage_statuses(until=504)) != [200, 504]:
+        assert time.monotonic() < deadline, statuses  # both metered, the 504 too
+    assert replies == ["LeanCycle", "LeanCycle"]

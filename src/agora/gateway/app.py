@@ -136,6 +136,7 @@ class Gateway:
         model: ModelEntry | None = None
         endpoint = ""
         stream = False
+        forwarding = False
         try:
             if path == "/v1/models" or path == "/v1/models/":
                 if method not in ("GET", "HEAD"):
@@ -201,6 +202,7 @@ class Gateway:
                     self._meter(caller, model, endpoint, 0, 0, started, 429, stream)
                     raise refused(refusal)
             assert self.forwarder is not None
+            forwarding = True
             status, tokens_in, tokens_out = await self.forwarder.forward_to(
                 reply, model, endpoint, req, body
             )
@@ -209,6 +211,10 @@ class Gateway:
                 # The answer is sent already: metering here delays nobody.
                 await self._add_tokens(limits, tokens_in + tokens_out)
         except GatewayError as exc:
+            if forwarding and caller is not None and model is not None:
+                # No capacity (503), a timeout (504), an upstream that broke off (502): metered,
+                # so that usage shows what failed.
+                self._meter(caller, model, endpoint, 0, 0, started, exc.status, stream)
             await reply.error(exc)
         except asyncio.CancelledError:
             # The client went away (the lean front cancels its request): meter what it cost.

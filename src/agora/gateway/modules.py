@@ -37,7 +37,7 @@ from starlette.types import Receive, Scope, Send
 from agora.gateway.directory import Caller, ModelEntry
 from agora.gateway.limits import LimiterUnavailable
 from agora.gateway.protocol import AsgiReply, GatewayError, Reply, refused
-from agora.gateway.proxy import first_byte_timeout
+from agora.gateway.proxy import expire_task, first_byte_timeout
 from agora.gateway.router import ReplicaState
 from agora.gateway.upstream import BrokenResponse, UpstreamError
 from agora.gateway.usage import Usage
@@ -76,10 +76,21 @@ class _Outgoing:
     """The request as it goes to a replica, for either HTTP client."""
 
     method: str
-    target: str  # path and query below the prefix, for aiohttp (which quotes it)
-    raw_target: bytes  # the same as the client sent it, for the lean client
-    headers: dict[str, str]
+    rest: str  # the path below the prefix, decoded
+    query: bytes
+    raw_target: bytes  # path and query as the client sent them, for the lean client
+    forwarded: list[tuple[bytes, bytes]]
     header_block: bytes
+
+    @property
+    def target(self) -> str:
+        """Path and query for aiohttp (which quotes it)."""
+        return self.rest + (f"?{self.query.decode('latin-1')}" if self.query else "")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The forwarded headers for aiohttp."""
+        return {k.decode("latin-1"): v.decode("latin-1") for k, v in self.forwarded}
 
     @classmethod
     def of(
@@ -102,9 +113,10 @@ class _Outgoing:
             raw_rest = quote(rest).encode()
         return cls(
             method=method,
-            target=rest + (f"?{query.decode('latin-1')}" if query else ""),
+            rest=rest,
+            query=query,
             raw_target=raw_rest + (b"?" + query if query else b""),
-            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in forwarded},
+            forwarded=forwarded,
             header_block=b"".join(
                 k + b": " + v + b"\r\n" for k, v in forwarded if k != b"content-length"
             ),
@@ -164,6 +176,7 @@ class ModuleProxy:
         caller: Caller | None = None
         model: ModelEntry | None = None
         rest = "/"
+        forwarding = False
         try:
             match = _PATH.match(path)
             if match is None:
@@ -182,9 +195,12 @@ class ModuleProxy:
                 method, headers, path.encode() if raw_path is None else raw_path, query,
                 model.name, rest,
             )  # fmt: skip
+            forwarding = True
             status = await self._forward(reply, model, rest, out, body)
             self._meter(caller, model, rest, started, status)
         except GatewayError as exc:
+            if forwarding and caller is not None and model is not None:
+                self._meter(caller, model, rest, started, exc.status)  # 502, 503, 504
             if not reply.started:
                 await send_problem(reply, exc, path)
         except asyncio.CancelledError:
@@ -259,35 +275,45 @@ class ModuleProxy:
     ) -> int:
         tried: list[str] = []
         last_error = "no replica answered"
+        # A plain timer rather than asyncio.timeout, as on /v1 (this runs for every request).
+        task = asyncio.current_task()
+        assert task is not None
+        expired: list[bool] = []
+        timer = asyncio.get_running_loop().call_later(
+            model.total_timeout, expire_task, task, expired
+        )
         try:
-            async with asyncio.timeout(model.total_timeout):
-                while len(tried) <= self.retries:
-                    state = self._pick(model, rest, tried)
-                    if state is None:
-                        if tried:
-                            break
-                        assert self.gw.forwarder is not None
-                        model = await self.gw.forwarder.wait_for_replica(model)
-                        continue
-                    tried.append(state.replica.deployment_id)
-                    router = self.gw.router
-                    router.started(model, state)
-                    try:
-                        outcome = await self._try(reply, model, state, out, body)
-                    finally:
-                        router.finished(model, state)
-                    if isinstance(outcome, str):
-                        last_error = outcome
-                        router.failed(state)
-                        continue
-                    router.succeeded(state)
-                    return outcome
-        except TimeoutError:
+            while len(tried) <= self.retries:
+                state = self._pick(model, rest, tried)
+                if state is None:
+                    if tried:
+                        break
+                    assert self.gw.forwarder is not None
+                    model = await self.gw.forwarder.wait_for_replica(model)
+                    continue
+                tried.append(state.replica.deployment_id)
+                router = self.gw.router
+                router.started(model, state)
+                try:
+                    outcome = await self._try(reply, model, state, out, body)
+                finally:
+                    router.finished(model, state)
+                if isinstance(outcome, str):
+                    last_error = outcome
+                    router.failed(state)
+                    continue
+                router.succeeded(state)
+                return outcome
+        except asyncio.CancelledError:
+            if not expired or task.uncancel() > 0:
+                raise
             raise GatewayError(
                 504,
                 f"The module '{model.name}' did not answer within {model.total_timeout:g} s",
                 "upstream_timeout",
             ) from None
+        finally:
+            timer.cancel()
         raise GatewayError(
             503 if model.source == "deployment" else 502,
             f"The module '{model.name}' could not answer: {last_error}",

@@ -88,7 +88,9 @@ class Forwarder:
         task = asyncio.current_task()
         assert task is not None
         expired: list[bool] = []
-        timer = asyncio.get_running_loop().call_later(model.total_timeout, _expire, task, expired)
+        timer = asyncio.get_running_loop().call_later(
+            model.total_timeout, expire_task, task, expired
+        )
         try:
             return await self._attempts(reply, model, _PATHS[endpoint], body, stream, client_usage)
         except asyncio.CancelledError:
@@ -397,7 +399,7 @@ def _take_usage(events: bytes, client_usage: bool) -> tuple[bytes, tuple[int, in
     return b"".join(out), found
 
 
-def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
+def expire_task(task: asyncio.Task[Any], expired: list[bool]) -> None:
     expired.append(True)
     task.cancel()
 

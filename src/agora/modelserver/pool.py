@@ -51,6 +51,11 @@ class WorkerDied(Exception):
     pass
 
 
+def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
+    expired.append(True)
+    task.cancel()
+
+
 def _call(model: Any, name: str, job: Job, schema: Any) -> tuple[str, Any]:
     method, kwargs = job
     try:
@@ -290,11 +295,18 @@ class Pool:
             finally:
                 self._waiting -= 1
         left = self.timeout - (time.monotonic() - started)
+        # A plain timer that cancels this task rather than asyncio.timeout (less work, and this
+        # runs for every prediction); the cancellation it causes becomes PredictionTimeout.
+        task = asyncio.current_task()
+        assert task is not None
+        expired: list[bool] = []
+        timer = asyncio.get_running_loop().call_later(max(left, 0.001), _expire, task, expired)
         try:
-            async with asyncio.timeout(max(left, 0.001)):
-                result = await worker.call(method, kwargs)
-        except TimeoutError:
-            self._replace(worker)
+            result = await worker.call(method, kwargs)
+        except asyncio.CancelledError:  # the timeout, or the client went away
+            self._replace(worker)  # either way the worker's state is unknown
+            if not expired or task.uncancel() > 0:
+                raise
             raise PredictionTimeout(self._late("ran") + "; its worker was restarted") from None
         except WorkerDied as exc:
             self._replace(worker)
@@ -302,12 +314,11 @@ class Pool:
                 f"the worker of model '{self.ref.name}' died during {method}() ({exc}); "
                 "it was restarted"
             ) from None
-        except asyncio.CancelledError:  # the client went away: the worker's state is unknown
-            self._replace(worker)
-            raise
         except BaseException:
             self._idle.put_nowait(worker)
             raise
+        finally:
+            timer.cancel()
         self._idle.put_nowait(worker)
         return result
 

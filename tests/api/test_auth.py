@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pyotp
 import pytest
@@ -72,6 +74,26 @@ def test_lockout_after_many_failures_then_success_resets(api: Api, runtime: Runt
     # A success clears the count: one new failure does not throttle.
     assert _login(api, "alice", "wrong-password").status_code == 401
     assert _login(api, "alice", PASSWORD).status_code == 200
+
+
+def test_guesses_sent_at_once_get_no_more_tries_than_one_after_another(
+    api: Api, runtime: Runtime
+) -> None:
+    """Twelve wrong passwords at the same moment: as many are checked as when sent one by one
+    (the free attempts); the others wait their turn and are throttled."""
+    api.user("alice")
+    start = threading.Barrier(12)
+
+    def guess(_: int) -> int:
+        start.wait()
+        return int(_login(api, "alice", "wrong-password").status_code)
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = sorted(pool.map(guess, range(12)))
+    free = runtime.settings.login_free_attempts
+    assert statuses == [401] * free + [429] * (12 - free)
+    with runtime.db.session() as db:
+        assert db.get(LoginThrottle, "alice").failures == free  # type: ignore[union-attr]
 
 
 def test_unknown_users_are_throttled_too(api: Api, runtime: Runtime) -> None:

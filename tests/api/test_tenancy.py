@@ -4,7 +4,9 @@ change one role makes cannot hide what the next may do. Later issues add their e
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -249,3 +251,20 @@ def test_admin_scope_only_for_admins(world: World) -> None:
     r = owner.post(f"/projects/{project}/keys", {"name": "k", "scopes": ["admin"]})
     assert r.status_code == 403
     assert "admin" in r.json()["detail"]
+
+
+def test_launches_at_once_stay_within_the_quota(api: Api) -> None:
+    """Eight launches at the same moment into room for two: two start, six are refused (each
+    launch checks the quota with the project locked until it has committed)."""
+    assert api.patch("/projects/default/quota", {"deployments": 2}).status_code == 200
+    start = threading.Barrier(8)
+
+    def launch(_: int) -> int:
+        start.wait()
+        body = {"template": "batch", "inputs": {"command": "sleep 60"}}
+        return int(api.post("/projects/default/deployments", body).status_code)
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(launch, range(8)))
+    assert statuses == [201, 201] + [403] * 6, statuses
+    assert len(api.get("/projects/default/deployments").json()) == 2

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 import pyotp
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 
 from agora.db import utcnow
 from agora.errors import InvalidInput, TooManyAttempts, TOTPRequired, Unauthenticated
@@ -33,7 +33,16 @@ _BAD_LOGIN = "Wrong username or password"
 
 
 def _throttle_check(ctx: Ctx, username: str) -> LoginThrottle | None:
-    row = ctx.db.get(LoginThrottle, username.lower())
+    key = username.lower()
+    if ctx.db.get_bind().dialect.name == "postgresql":
+        # One sign-in at a time per user name, until the attempt's outcome is committed: guesses
+        # sent in parallel wait for each other, so none slips past the failure the one before
+        # it is recording (SQLite's write transactions are one at a time already).
+        ctx.db.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": "agora-sign-in:" + key},
+        )
+    row = ctx.db.get(LoginThrottle, key, populate_existing=True)
     now = utcnow()
     if row is None:
         return None

@@ -165,6 +165,10 @@ def set_quota(ctx: Ctx, project_name: str, limits: dict[str, int | None]) -> Usa
 
 
 def _check_quota(ctx: Ctx, project: Project, cpus: int, memory_mb: int, gpus: int) -> None:
+    # Two launches at once must not both fit in the room left for one: on PostgreSQL the
+    # project's row is locked until this transaction ends (SQLite's write transactions take the
+    # database's lock at BEGIN, one at a time already).
+    ctx.db.execute(select(Project.id).where(Project.id == project.id).with_for_update())
     limit, used = quota_of(ctx, project), usage_of(ctx, project)
     checks = [
         ("concurrent deployments", used.deployments + 1, limit.deployments, used.deployments, ""),

@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agora import __version__
@@ -170,6 +170,15 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         system_routes,
     ):
         app.include_router(module.router, prefix="/api/v1")
+
+    if gateway is not None:
+        from agora.gateway.metrics import CONTENT_TYPE, check_reader
+
+        @app.get("/metrics", include_in_schema=False)
+        def metrics(request: Request) -> Response:
+            """The gateway's Prometheus metrics (agora.gateway.metrics)."""
+            check_reader(runtime, request.headers.get("authorization", ""))
+            return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
 
     from agora.deployments import proxy
     from agora.web import oidc, pages

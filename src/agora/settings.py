@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     gateway: bool = True
     #: Redis for rate-limit counters shared by several gateway processes (in-process if unset).
     redis_url: str | None = None
+    #: Bearer token that may read the gateway's Prometheus metrics (GET /metrics) besides
+    #: administrators: for the scraper, which should not hold an administrator's key.
+    metrics_token: SecretStr | None = None
     #: How often a gateway checks whether keys, models and limits changed in another process.
     gateway_refresh_seconds: float = Field(default=1.0, gt=0, le=60)
     gateway_max_body_bytes: int = Field(default=8_388_608, ge=1024)

@@ -6,6 +6,7 @@ Server modules are imported inside the command so that the other commands start 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -218,6 +219,12 @@ def gateway(
         # Each worker builds its gateway from the environment: pass on what came as options.
         os.environ["AGORA_HOST"] = settings.host
         os.environ["AGORA_PORT"] = str(settings.port)
+        # The workers add up their metrics in files here (prometheus_client's multiprocess
+        # mode): any of them answers GET /metrics for all. Emptied at each start.
+        metrics_dir = settings.data_dir / "run" / f"gateway-metrics-{settings.port}"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         uvicorn.run(
             "agora.gateway.app:standalone_from_env",
             factory=True,

@@ -21,8 +21,10 @@ import aiohttp
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from agora.errors import AgoraError
 from agora.gateway.directory import Caller, Directory, ModelEntry
 from agora.gateway.limits import Limit, Limiter, LimiterUnavailable, build_limiter
+from agora.gateway.metrics import CONTENT_TYPE, GatewayMetrics, check_reader
 from agora.gateway.protocol import (
     ENDPOINTS,
     AsgiReply,
@@ -55,7 +57,8 @@ class Gateway:
         self.router = Router(s.gateway_eject_seconds, s.gateway_max_queue)
         self.directory.listeners.append(self.router.sync)
         self.limiter: Limiter = build_limiter(None)
-        self.usage = UsageRecorder(runtime.db)
+        self.metrics = GatewayMetrics()
+        self.usage = UsageRecorder(runtime.db, observer=self.metrics.observe)
         self.http: aiohttp.ClientSession | None = None
         self.upstream = UpstreamClient()
         self.forwarder: Forwarder | None = None
@@ -90,7 +93,16 @@ class Gateway:
             asyncio.create_task(self.usage.run(s.gateway_usage_flush_seconds)),
             asyncio.create_task(report_load(self, s.gateway_load_report_seconds, self._demand)),
             asyncio.create_task(watch_health(self, s.gateway_health_interval)),
+            asyncio.create_task(self._sample_metrics(s.gateway_usage_flush_seconds)),
         ]
+
+    async def _sample_metrics(self, interval: float) -> None:
+        while True:
+            try:
+                self.metrics.sample(self)
+            except Exception:
+                log.exception("could not sample the gateway's metrics")
+            await asyncio.sleep(interval)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -359,12 +371,34 @@ async def _send_error(send: Send, exc: GatewayError) -> None:
     await AsgiReply(send, _no_receive).error(exc)
 
 
+async def _metrics(gateway: Gateway, scope: Scope, send: Send) -> None:
+    """``GET /metrics`` of a standalone gateway (``agora up`` serves it as a FastAPI route)."""
+    authorization = next(
+        (v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), ""
+    )
+    try:
+        await asyncio.to_thread(check_reader, gateway.rt, authorization)
+    except AgoraError as exc:
+        status = exc.status
+        body = orjson.dumps({"title": "Metrics", "status": status, "detail": str(exc)})
+        headers = [(b"content-type", b"application/problem+json")]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    body = gateway.metrics.render()
+    headers = [(b"content-type", CONTENT_TYPE.encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
 async def _no_receive() -> Any:
     return {"type": "http.disconnect"}
 
 
 class Standalone:
-    """A gateway-only ASGI app (``agora gateway``): ``/v1/*`` and a health check, nothing else.
+    """A gateway-only ASGI app (``agora gateway``): ``/v1/*``, a health check and the metrics.
     Several of these scale out behind a load balancer; they share the control plane's
     database and, for limits, its Redis. ``gateway`` lets :mod:`agora.gateway.front` find it."""
 
@@ -396,6 +430,9 @@ class Standalone:
             body = orjson.dumps({"status": "ok", "gateway": gateway.id})
             await send({"type": "http.response.start", "status": 200, "headers": _JSON})
             await send({"type": "http.response.body", "body": body})
+            return
+        if scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
+            await _metrics(gateway, scope, send)
             return
         await _send_error(send, GatewayError(404, "This gateway serves /v1/* only", "unknown_url"))
 

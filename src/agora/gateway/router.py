@@ -169,6 +169,9 @@ class Router:
             state.failures = 0
             state.ejected_until = 0.0
 
+    def state_of(self, model: ModelEntry, replica: Replica) -> ReplicaState | None:
+        return self.states.get(_key(model, replica))
+
     def per_replica(self, model: ModelEntry) -> dict[str, int]:
         return {
             r.deployment_id: self.states[_key(model, r)].outstanding

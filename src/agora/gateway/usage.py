@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from sqlalchemy import insert
@@ -38,10 +39,19 @@ _COLUMNS = Usage._fields
 
 
 class UsageRecorder:
-    def __init__(self, db: Database, max_pending: int = 100_000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        max_pending: int = 100_000,
+        observer: Callable[[list[Usage]], None] | None = None,
+    ) -> None:
         self.db = db
         self.max_pending = max_pending
+        #: Shown each record once, as it is first flushed (the metrics).
+        self.observer = observer
         self._pending: list[Usage] = []
+        #: How many records at the head of ``_pending`` a failed flush put back (seen already).
+        self._retried = 0
         self._lock = threading.Lock()
         self._insert: tuple[str, list[int] | None] | None = None
         self.dropped = 0
@@ -69,8 +79,14 @@ class UsageRecorder:
     def flush(self) -> int:
         with self._lock:
             batch, self._pending = self._pending, []
+            seen, self._retried = self._retried, 0
         if not batch:
             return 0
+        if self.observer is not None and len(batch) > seen:
+            try:
+                self.observer(batch[seen:])
+            except Exception:
+                log.exception("could not count usage records in the metrics")
         sql, order = self._statement()
         stamp = _sqlite_time if self.db.engine.dialect.name == "sqlite" else _aware
         rows: list[Any] = [
@@ -98,7 +114,9 @@ class UsageRecorder:
                 session.connection().exec_driver_sql(sql, rows)
         except Exception:
             with self._lock:  # try again with the next batch
-                self._pending[:0] = batch[: self.max_pending - len(self._pending)]
+                kept = batch[: self.max_pending - len(self._pending)]
+                self._pending[:0] = kept
+                self._retried = len(kept)
             raise
         return len(rows)
 

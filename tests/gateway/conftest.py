@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -137,3 +139,29 @@ def gateway_factory(platform_factory: Callable[..., Platform]) -> Callable[..., 
 @pytest.fixture
 def gw(gateway_factory: Callable[..., Gateway]) -> Gateway:
     return gateway_factory()
+
+
+@contextlib.contextmanager
+def standalone_gateway(gw: Gateway, *args: str, **env: str) -> Iterator[str]:
+    """``agora gateway`` (with ``args``) in a process of its own on ``gw``'s database, with
+    extra ``AGORA_*`` settings (``redis_url="…"`` → ``AGORA_REDIS_URL``); yields its base URL
+    once it listens, and ends it afterwards."""
+    port = free_port()
+    settings = gw.platform.settings
+    environment = {
+        "AGORA_DATA_DIR": str(settings.data_dir),
+        "AGORA_DATABASE_URL": str(settings.database_url),
+        "AGORA_SECRET_KEY": settings.secret_key.get_secret_value() if settings.secret_key else "",
+        "AGORA_PORT": str(port),
+        "AGORA_LOG_LEVEL": "warning",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        **{f"AGORA_{name.upper()}": value for name, value in env.items()},
+    }
+    command = [sys.executable, "-m", "agora.cli.main", "gateway", *args]
+    proc = subprocess.Popen(command, env=environment)  # noqa: S603
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

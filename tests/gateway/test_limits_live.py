@@ -4,8 +4,6 @@ processes through a real redis-server. Scale from zero on the real Slurm test cl
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -16,8 +14,7 @@ import pytest
 
 from tests.conftest import ADMIN_KEY
 from tests.deployments.test_slurm import slurm_backend
-from tests.gateway.conftest import FAKE, Gateway
-from tests.servers import free_port, wait_for_port
+from tests.gateway.conftest import FAKE, Gateway, standalone_gateway
 from tests.slurm_cluster import SlurmCluster
 
 MSG = [{"role": "user", "content": "hello"}]
@@ -79,21 +76,8 @@ def test_two_gateway_processes_share_limits_through_redis(
     r = gw.api("PUT", "/projects/default/limits", json={"rpm": 40})
     assert r.status_code == 200, r.text
     # A second gateway: its own process (`agora gateway`), same database and Redis.
-    port = free_port()
-    settings = gw.platform.settings
-    env = {
-        "AGORA_DATA_DIR": str(settings.data_dir),
-        "AGORA_DATABASE_URL": str(settings.database_url),
-        "AGORA_SECRET_KEY": settings.secret_key.get_secret_value() if settings.secret_key else "",
-        "AGORA_REDIS_URL": redis_url,
-        "AGORA_PORT": str(port),
-        "AGORA_LOG_LEVEL": "warning",
-        "PATH": "/usr/bin:/bin",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "agora.cli.main", "gateway"], env=env)  # noqa: S603
-    try:
-        wait_for_port("127.0.0.1", port, timeout=60)
-        second = f"http://127.0.0.1:{port}/v1"
+    with standalone_gateway(gw, redis_url=redis_url) as base:
+        second = base + "/v1"
         r = httpx.get(second + "/models", headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 200, r.text
         assert [m["id"] for m in r.json()["data"]] == ["chat-model"]
@@ -114,10 +98,7 @@ def test_two_gateway_processes_share_limits_through_redis(
             assert time.monotonic() < deadline, "the revocation never reached the second gateway"
             time.sleep(0.1)
         # The standalone gateway serves only /v1: the API stays with the control plane.
-        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 404
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        assert httpx.get(f"{base}/api/v1/health").status_code == 404
 
 
 @SQLITE

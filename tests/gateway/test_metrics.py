@@ -3,21 +3,16 @@ readable by administrators and the metrics token, added up across ``agora gatewa
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ADMIN_KEY
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import Gateway, standalone_gateway
 from tests.helpers import PASSWORD
-from tests.servers import free_port, wait_for_port
 
 MSG = [{"role": "user", "content": "hello"}]
 TOKEN = "metrics-token-for-the-scraper"
@@ -118,23 +113,7 @@ def test_gateway_workers_add_up_their_metrics(
     gw = gateway_factory(redis_url=redis_url)
     gw.external("chat-model", upstreams())
     _, key = gw.key()
-    port = free_port()
-    settings = gw.platform.settings
-    env = {
-        "AGORA_DATA_DIR": str(settings.data_dir),
-        "AGORA_DATABASE_URL": str(settings.database_url),
-        "AGORA_SECRET_KEY": settings.secret_key.get_secret_value() if settings.secret_key else "",
-        "AGORA_REDIS_URL": redis_url,
-        "AGORA_METRICS_TOKEN": TOKEN,
-        "AGORA_PORT": str(port),
-        "AGORA_LOG_LEVEL": "warning",
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-    }
-    command = [sys.executable, "-m", "agora.cli.main", "gateway", "--workers", "2"]
-    proc = subprocess.Popen(command, env=env)  # noqa: S603
-    try:
-        wait_for_port("127.0.0.1", port, timeout=60)
-        base = f"http://127.0.0.1:{port}"
+    with standalone_gateway(gw, "--workers", "2", redis_url=redis_url, metrics_token=TOKEN) as base:
         auth = {"Authorization": f"Bearer {key}"}
         body = {"model": "chat-model", "messages": MSG}
         for _ in range(40):  # a new connection each: the kernel spreads them over the workers
@@ -149,7 +128,5 @@ def test_gateway_workers_add_up_their_metrics(
             v for k, v in found.items() if k[0] == "agora_gateway_request_duration_seconds_count"
         ]
         assert counts == [40]
-        assert (Path(settings.data_dir) / "run" / f"gateway-metrics-{port}").is_dir()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        port = base.rsplit(":", 1)[1]
+        assert (gw.platform.settings.data_dir / "run" / f"gateway-metrics-{port}").is_dir()

@@ -3,11 +3,9 @@ only relative URLs, so that the page also works through the platform under ``/m/
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,20 +16,14 @@ from agora.modelserver.app import ServerConfig, create_app
 from agora.web import swagger_ui
 from tests.conftest import browser_tab
 from tests.modelserver.servers import Server, launch_agora, running
+from tests.modelserver.swagger import PREDICT, try_predict
 
 TOKEN = "service-token-for-tests"
-PREDICT = "/v2/models/iris/predict/"
 FILES = {
     "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
     "swagger-ui.css": "text/css; charset=utf-8",
     "swagger-init.js": "text/javascript; charset=utf-8",
     "favicon.svg": "image/svg+xml",
-}
-MEASUREMENTS = {
-    "sepal_length": "5.1",
-    "sepal_width": "3.5",
-    "petal_length": "1.4",
-    "petal_width": "0.2",
 }
 
 
@@ -154,28 +146,12 @@ def _record(page: Page) -> tuple[list[str], list[str]]:
     return requests, problems
 
 
-def _try_predict(page: Page) -> dict[str, Any]:
-    operation = page.locator(".opblock").filter(
-        has=page.locator(f'.opblock-summary-path[data-path="{PREDICT}"]')
-    )
-    operation.locator(".opblock-summary").click()
-    operation.get_by_role("button", name="Try it out").click()
-    for name, value in MEASUREMENTS.items():
-        operation.locator(f'tr[data-property-name="{name}"] input').fill(value)
-    with page.expect_response(lambda r: r.request.method == "POST") as answer:
-        operation.get_by_role("button", name="Execute").click()
-    assert answer.value.status == 200, answer.value.text()
-    shown = operation.locator(".live-responses-table .response-col_description pre").first
-    expect(shown).to_contain_text('"species": "setosa"')
-    return json.loads(answer.value.text())
-
-
 def test_swagger_ui_renders_and_predicts_at_the_root(page: Page, server: Server) -> None:
     requests, problems = _record(page)
     page.goto(f"{server.url}/ui")
     expect(page.locator(f'.opblock-summary-path[data-path="{PREDICT}"]')).to_be_visible()
     expect(page.locator(".info .title")).to_contain_text("Agora model server")
-    assert _try_predict(page)["species"] == "setosa"
+    assert try_predict(page)["species"] == "setosa"
     assert requests and not [u for u in requests if not u.startswith(server.url + "/")]
     assert f"{server.url}{PREDICT}" in requests
     assert problems == []
@@ -195,7 +171,7 @@ def test_swagger_ui_works_under_a_proxy_prefix(page: Page, server: Server) -> No
     requests, problems = _record(page)
     page.goto(f"{front}/ui")
     expect(page.locator(f'.opblock-summary-path[data-path="{PREDICT}"]')).to_be_visible()
-    assert _try_predict(page)["species"] == "setosa"
+    assert try_predict(page)["species"] == "setosa"
     assert not [u for u in requests if not u.startswith(front + "/")], requests
     assert f"{front}{PREDICT}" in requests
     assert f"{front}/ui/swagger-ui-bundle.js" in requests

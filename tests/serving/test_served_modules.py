@@ -20,6 +20,7 @@ from tests.conftest import ADMIN_KEY, browser_tab
 from tests.deployments.test_slurm import slurm_backend
 from tests.gateway.conftest import Gateway
 from tests.helpers import PASSWORD
+from tests.modelserver.swagger import try_predict
 from tests.slurm_cluster import SlurmCluster
 
 IRIS = {"sepal_length": "5.1", "sepal_width": "3.5", "petal_length": "1.4", "petal_width": "0.2"}
@@ -141,17 +142,7 @@ def test_member_serves_a_module_and_calls_it_through_the_platform(
         tab.get_by_role("button", name="Sign in").click()
         tab.wait_for_url(f"{gw.platform.url}/")
         tab.goto("/m/iris-lab/ui")
-        operation = tab.locator(".opblock").filter(
-            has=tab.locator('.opblock-summary-path[data-path="/v2/models/iris/predict/"]')
-        )
-        operation.locator(".opblock-summary").click()
-        operation.get_by_role("button", name="Try it out").click()
-        for name, value in IRIS.items():
-            operation.locator(f'tr[data-property-name="{name}"] input').fill(value)
-        with tab.expect_response(lambda r: r.request.method == "POST") as answer:
-            operation.get_by_role("button", name="Execute").click()
-        assert answer.value.status == 200, answer.value.text()
-        assert answer.value.json()["species"] == "setosa"
+        assert try_predict(tab)["species"] == "setosa"
 
     # Bad input is the module server's 4xx, passed on as it is.
     r = httpx.post(

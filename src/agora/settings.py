@@ -195,6 +195,16 @@ class Settings(BaseSettings):
         self.public_url = self.public_url.rstrip("/")
         return self
 
+    @field_validator("metrics_token")
+    @classmethod
+    def _refuse_weak_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 24:
+            raise ValueError(
+                "AGORA_METRICS_TOKEN must be at least 24 random characters "
+                "(e.g. `openssl rand -hex 24`)"
+            )
+        return value
+
     @field_validator("backends")
     @classmethod
     def _unique_backends(cls, value: list[BackendConfig]) -> list[BackendConfig]:

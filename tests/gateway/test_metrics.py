@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
+from agora.settings import Settings
 from tests.conftest import ADMIN_KEY
 from tests.gateway.conftest import Gateway, standalone_gateway
 from tests.helpers import PASSWORD
@@ -130,3 +133,8 @@ def test_gateway_workers_add_up_their_metrics(
         assert counts == [40]
         port = base.rsplit(":", 1)[1]
         assert (gw.platform.settings.data_dir / "run" / f"gateway-metrics-{port}").is_dir()
+
+
+def test_a_short_metrics_token_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="AGORA_METRICS_TOKEN must be at least 24 random"):
+        Settings(data_dir=tmp_path, metrics_token="short")

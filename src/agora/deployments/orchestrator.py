@@ -11,7 +11,6 @@ carries on with the jobs that kept running meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -25,6 +24,7 @@ import httpx
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, selectinload
 
+from agora.aio import wait_set
 from agora.db import utcnow
 from agora.deployments.backends import Backend, BackendError, JobSpec, JobStatus
 from agora.deployments.lifecycle import Snapshot, Step, decide
@@ -67,8 +67,7 @@ class Orchestrator:
                     await self.tick()
                 except Exception:  # one bad cycle must not stop reconciliation
                     log.exception("reconcile cycle failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._event.wait(), self.rt.settings.reconcile_interval)
+                await wait_set(self._event, self.rt.settings.reconcile_interval)
                 self._event.clear()
         finally:
             self.rt.wake = lambda: None

@@ -20,7 +20,6 @@ session's project count as such changes too: the gateway caches browser sessions
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -35,6 +34,7 @@ from typing import Any
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from agora.aio import wait_set
 from agora.db import Database
 from agora.gateway.limits import Limit
 from agora.models import (
@@ -396,8 +396,7 @@ class Directory:
                 continue
             if self.stale:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), self.refresh_seconds)
+            await wait_set(wakeup, self.refresh_seconds)
 
     def _remote_changed(self) -> bool:
         with self.db.session() as s:

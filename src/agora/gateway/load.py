@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from sqlalchemy import select
 
+from agora.aio import wait_set
 from agora.gateway.router import ReplicaState
 from agora.models import GatewayLoad
 
@@ -54,12 +55,8 @@ async def report_load(gw: Gateway, interval: float, demand: asyncio.Event) -> No
     and at once when a request starts waiting for a model with no replica."""
     last: object = None
     while True:
-        try:
-            await asyncio.wait_for(demand.wait(), interval)
-        except TimeoutError:
-            with_demand = False  # the regular report
-        else:
-            with_demand = True  # a request waits for a model with no replica: report now
+        # True: a request waits for a model with no replica, report now; else the regular one.
+        with_demand = await wait_set(demand, interval)
         demand.clear()
         loads = {k: (v.inflight, v.queued) for k, v in gw.router.loads.items()}
         training = {k: s.trainings for k, s in gw.router.states.items() if s.trainings}

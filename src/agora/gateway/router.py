@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from agora.aio import wait_set
 from agora.gateway.directory import ModelEntry, Replica, Snapshot
 
 
@@ -133,9 +134,7 @@ class Router:
                 event = self._ready.get(model.id)
                 if event is None or event.is_set():
                     event = self._ready[model.id] = asyncio.Event()
-                try:
-                    await asyncio.wait_for(event.wait(), left)
-                except TimeoutError:
+                if not await wait_set(event, left):
                     return False
         finally:
             load.queued -= 1

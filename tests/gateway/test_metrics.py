@@ -57,13 +57,14 @@ def test_requests_tokens_latency_and_replicas(
     gw.external("broken", upstreams("--fail-status", "503"))
     _, key = gw.key()
     auth = {"Authorization": f"Bearer {key}"}
+    # The failure first: usage is flushed in order, so once the last success is counted, so is it.
+    r = httpx.post(gw.url + "/chat/completions", json={"model": "broken", "messages": MSG},
+                   headers=auth, timeout=30)  # fmt: skip
+    assert r.status_code >= 500
     for _ in range(3):
         r = httpx.post(gw.url + "/chat/completions", json={"model": "chat-model", "messages": MSG},
                        headers=auth, timeout=30)  # fmt: skip
         assert r.status_code == 200, r.text
-    r = httpx.post(gw.url + "/chat/completions", json={"model": "broken", "messages": MSG},
-                   headers=auth, timeout=30)  # fmt: skip
-    assert r.status_code >= 500
     base = gw.platform.url
     found = wait_for(
         base,

@@ -4,6 +4,7 @@ answer a person can act on, and the next good request still succeeds."""
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -74,6 +75,57 @@ def test_health_is_open_and_the_rest_needs_the_token(server: Server) -> None:
     assert_problem(httpx.get(f"{server.url}/v2/models/"), 401, "token")
     wrong = {"Authorization": "Bearer nope"}
     assert httpx.get(f"{server.url}/v2/models/", headers=wrong).status_code == 401
+
+
+def test_predict_needs_the_token_too(server: Server) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}):
+        r = httpx.post(f"{server.url}/v2/models/faulty/predict/", data={"n": "2"}, headers=headers)
+        assert_problem(r, 401, "service token")
+        assert r.headers["www-authenticate"] == "Bearer"
+
+
+def _raw(server: Server) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _form(n: int, mode: str = "ok") -> bytes:
+    body = f"n={n}&mode={mode}".encode()
+    return (
+        b"POST /v2/models/faulty/predict/ HTTP/1.1\r\nHost: t\r\n"
+        b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+    )
+
+
+def test_pipelined_predictions_are_answered_in_order(server: Server) -> None:
+    with _raw(server) as sock:
+        sock.sendall(_form(2) + _form(4) + _form(6))
+        got = b""
+        while got.count(b'"n":') < 3:
+            data = sock.recv(65536)
+            assert data, got
+            got += data
+    answers = got.split(b"HTTP/1.1 200 OK")[1:]
+    assert [a[a.index(b'"n":') + 4 : a.index(b",", a.index(b'"n":'))] for a in answers] == [
+        b"2",
+        b"4",
+        b"6",
+    ]
+
+
+def test_a_client_that_leaves_does_not_cost_the_worker(server: Server, tmpdir_: Path) -> None:
+    """The prediction runs to its end and its answer is dropped; the worker is not restarted."""
+    pid = predict(server, data={"n": "2"}).json()["predictions"]["pid"]
+    with _raw(server) as sock:
+        sock.sendall(_form(1, "sleep"))
+        time.sleep(0.3)  # the worker is sleeping on it
+    r = predict(server, data={"n": "2"})  # waits for the sleeping prediction to end
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"]["pid"] == pid
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    assert_still_serving(server, tmpdir_)
 
 
 def test_missing_and_wrong_arguments_name_the_field(server: Server, tmpdir_: Path) -> None:

@@ -6,7 +6,8 @@ import asyncio
 import socket
 from typing import Any
 
-from agora.modelserver.server import GatheredWrites, gathering_protocol
+from agora.modelserver.front import PredictProtocol
+from agora.modelserver.server import GatheredWrites
 
 
 class Recording(asyncio.Transport):
@@ -81,7 +82,8 @@ def test_close_and_eof_send_what_is_pending_first() -> None:
 
 
 def test_pipelined_requests_get_whole_answers_in_order() -> None:
-    """uvicorn's protocol over the wrapper, on a real socket: keep-alive and pipelining."""
+    """The model server's protocol over the wrapper, on a real socket: keep-alive and
+    pipelining (an app with no model API: every request goes through ASGI)."""
     import uvicorn
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -98,7 +100,7 @@ def test_pipelined_requests_get_whole_answers_in_order() -> None:
         await send({"type": "http.response.body", "body": body})
 
     async def scenario() -> bytes:
-        config = uvicorn.Config(app, http=gathering_protocol(), log_level="warning", lifespan="off")
+        config = uvicorn.Config(app, http=PredictProtocol, log_level="warning", lifespan="off")
         server = uvicorn.Server(config)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))

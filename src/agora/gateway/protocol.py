@@ -6,15 +6,16 @@ checks the rest and its 4xx answers pass through unchanged.
 
 from __future__ import annotations
 
-import abc
 import asyncio
-import contextlib
 from typing import Any
 
 import orjson
 from starlette.types import Receive, Send
 
 from agora.gateway.limits import Refusal
+from agora.leanhttp import Reply
+
+__all__ = ["AsgiReply", "GatewayError", "Reply"]
 
 ENDPOINTS = {
     "/v1/chat/completions": ("chat", "llm"),
@@ -72,63 +73,6 @@ class GatewayError(Exception):
         if self.retry_after is not None:
             out.append((b"retry-after", str(self.retry_after).encode()))
         return out
-
-
-class Reply(abc.ABC):
-    """Where one answer goes: the client's connection (:mod:`agora.gateway.front`, no ASGI) or
-    an ASGI ``send`` (:class:`AsgiReply`). The gateway's logic writes only through this."""
-
-    started = False  # the status line went out: no error answer is possible any more
-
-    @property
-    def gone(self) -> bool:
-        """The client went away."""
-        return False
-
-    @abc.abstractmethod
-    async def whole(
-        self,
-        status: int,
-        body: bytes,
-        ctype: bytes = b"application/json",
-        retry_after: int | None = None,
-    ) -> None:
-        """A complete answer with a Content-Length."""
-
-    @abc.abstractmethod
-    async def start_stream(self) -> None:
-        """200 with the SSE headers; then ``chunk`` … and ``end_stream``."""
-
-    @abc.abstractmethod
-    async def chunk(self, data: bytes) -> None:
-        """One piece of the stream."""
-
-    @abc.abstractmethod
-    async def end_stream(self) -> None:
-        """The stream's end (the chunked terminator)."""
-
-    @abc.abstractmethod
-    async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """A complete answer with these headers (lower-case names; Content-Length is set here)."""
-
-    @abc.abstractmethod
-    async def start_response(
-        self, status: int, headers: list[tuple[bytes, bytes]], length: int | None
-    ) -> None:
-        """The head of an answer whose body follows in ``chunk`` … ``end_stream``: ``length``
-        bytes, or chunked when it is None. ``headers`` carry no Content-Length."""
-
-    def cut(self) -> None:  # noqa: B027 - optional: a reply that can end its connection does
-        """The answer broke off after it started: the client must not take it for complete."""
-
-    def unwatch(self) -> None:  # noqa: B027 - optional: only a reply that watches overrides it
-        """The stream is over (or failed): stop watching for the client leaving."""
-
-    async def error(self, exc: GatewayError) -> None:
-        """The error in OpenAI's shape, if nothing was sent yet."""
-        if not self.started:
-            with contextlib.suppress(OSError, RuntimeError):
-                await self.whole(exc.status, exc.body(), retry_after=exc.retry_after)
 
 
 _SSE_HEADERS = [

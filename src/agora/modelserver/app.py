@@ -13,7 +13,7 @@ import contextlib
 import hmac
 import logging
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,22 +55,29 @@ class ServerConfig:
 
 
 def _json(content: Any, status: int = 200, media_type: str = JSON) -> Response:
-    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
-    return Response(body, status_code=status, media_type=media_type)
+    return Response(orjson.dumps(content, option=_ORJSON), status, media_type=media_type)
 
 
 def problem(status: int, detail: str, **extra: Any) -> Response:
+    response = Response(problem_body(status, detail, **extra), status, media_type=PROBLEM)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def problem_body(status: int, detail: str, **extra: Any) -> bytes:
+    """An ``application/problem+json`` body (RFC 9457)."""
     title = {
         400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
         413: "Content Too Large", 422: "Unprocessable Content", 500: "Internal Server Error",
         501: "Not Implemented", 503: "Service Unavailable", 504: "Gateway Timeout",
     }.get(status, "Error")  # fmt: skip
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    response = _json(body, status, PROBLEM)
-    if headers:
-        response.headers.update(headers)
-    return response
+    return orjson.dumps(body, option=_ORJSON)
+
+
+_ORJSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+UNAUTHORISED = "missing or wrong service token (Authorization: Bearer …)"
 
 
 async def _on_error(request: Request, exc: Exception) -> Response:
@@ -92,20 +99,21 @@ class _TokenGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         health = scope.get("path") == "/health" and scope.get("method") in ("GET", "HEAD")
         if scope["type"] == "http" and not health and not self._authorised(scope):
-            await problem(401, "missing or wrong service token (Authorization: Bearer …)")(
-                scope, receive, send
-            )
+            await problem(401, UNAUTHORISED)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
     def _authorised(self, scope: Scope) -> bool:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, given = value.partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(
-                    given.strip(), self.token
-                )
-        return False
+        return authorised(scope["headers"], self.token)
+
+
+def authorised(headers: list[tuple[bytes, bytes]], token: bytes) -> bool:
+    """Whether the (lower-case) header list carries ``Authorization: Bearer <token>``."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, given = value.partition(b" ")
+            return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token)
+    return False
 
 
 def _prefix(request: Request) -> str:
@@ -116,7 +124,9 @@ def _prefix(request: Request) -> str:
     return given.rstrip("/")
 
 
-class _API:
+class ModelAPI:
+    """The handlers of DEEPaaS's endpoints over the served models."""
+
     def __init__(self, models: list[ServedModel], config: ServerConfig) -> None:
         self.config = config
         self.models = {m.name: m for m in models}
@@ -167,8 +177,9 @@ class _API:
             await self.trainings.close()
 
     def _model(self, request: Request, name: str | None = None) -> ServedModel:
-        if name is None:
-            name = request.path_params["name"]
+        return self.model_named(request.path_params["name"] if name is None else name)
+
+    def model_named(self, name: str) -> ServedModel:
         model = self.models.get(name)
         if model is None:
             served = ", ".join(self.models) or "none"
@@ -263,14 +274,20 @@ class _API:
     async def predict(self, request: Request, name: str | None = None) -> Response:
         model = self._model(request, name)
         upload = await uploads.read(request, self.config.max_upload_bytes)
-        try:
-            args = model.predict_args.load(upload.query, upload.form, upload.json, request.headers)
-            result = await self.pools[model.name].run("predict", args)
-        finally:
-            upload.close()
-        body, media_type = result
+        body, media_type = await self.predicted(model, upload, request.headers)
         # as DEEPaaS sends it: no charset added to text/* types
         return Response(body, headers={"content-type": media_type})
+
+    async def predicted(
+        self, model: ServedModel, upload: uploads.Upload, headers: Mapping[str, str]
+    ) -> tuple[bytes, str]:
+        """The answer's body and media type for these arguments; closes ``upload``."""
+        try:
+            args = model.predict_args.load(upload.query, upload.form, upload.json, headers)
+            result: tuple[bytes, str] = await self.pools[model.name].run("predict", args)
+        finally:
+            upload.close()
+        return result
 
     async def train(self, request: Request) -> Response:
         model = self._model(request)
@@ -307,7 +324,7 @@ class _PredictFront:
     mapped by :func:`problem` as everywhere else.
     """
 
-    def __init__(self, app: ASGIApp, api: _API) -> None:
+    def __init__(self, app: ASGIApp, api: ModelAPI) -> None:
         self.app = app
         self.api = api
 
@@ -334,7 +351,7 @@ class _PredictFront:
 
 
 def create_app(models: list[ServedModel], config: ServerConfig) -> ASGIApp:
-    api = _API(models, config)
+    api = ModelAPI(models, config)
     starlette = Starlette(
         routes=api.routes(),
         lifespan=api.lifespan,

@@ -288,8 +288,9 @@ class Pool:
                     f"{self._waiting} request(s) waiting (--queue); try again shortly",
                 )
             self._waiting += 1
-            try:
-                worker = await asyncio.wait_for(self._idle.get(), self.timeout)
+            try:  # asyncio.timeout: no task per waiting request, as wait_for would make
+                async with asyncio.timeout(self.timeout):
+                    worker = await self._idle.get()
             except TimeoutError:
                 raise PredictionTimeout(self._late("waited for a free worker")) from None
             finally:

@@ -39,11 +39,13 @@ def run(
     models = [ServedModel.load(ref) for ref in loader.refs(modules, import_paths)]
     import uvicorn
 
+    from agora.modelserver.front import PredictProtocol
+
     uvicorn.run(
         create_app(models, config),
         host=host,
         port=port,
-        http=gathering_protocol(),
+        http=PredictProtocol,
         log_level="warning",
         access_log=False,
         proxy_headers=False,  # links use X-Forwarded-Prefix; client addresses are not used
@@ -90,15 +92,3 @@ class GatheredWrites:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
-
-
-def gathering_protocol() -> type:
-    """uvicorn's httptools protocol over :class:`GatheredWrites`."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    class GatheringProtocol(HttpToolsProtocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            gathered = GatheredWrites(transport, self.loop)  # type: ignore[arg-type]
-            super().connection_made(gathered)  # type: ignore[arg-type]
-
-    return GatheringProtocol

@@ -60,13 +60,13 @@ def _limited(receive: Receive, limit: int) -> Receive:
         message = await receive()
         seen += len(message.get("body", b""))
         if seen > limit:
-            raise UploadTooLarge(_too_large(limit))
+            raise UploadTooLarge(too_large(limit))
         return message
 
     return counting
 
 
-def _too_large(limit: int) -> str:
+def too_large(limit: int) -> str:
     return f"the request body is over the server's limit of {limit} bytes (--max-upload-bytes)"
 
 
@@ -82,40 +82,22 @@ async def read(request: Request, max_bytes: int) -> Upload:
 
 
 async def _read(request: Request, max_bytes: int, upload: Upload) -> None:
-    upload.query = ImmutableMultiDict(request.query_params.multi_items())
+    query: bytes = request.scope.get("query_string", b"")
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes:
-        raise UploadTooLarge(_too_large(max_bytes))
-    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded", "application/json"):
+        raise UploadTooLarge(too_large(max_bytes))
+    content_type = request.headers.get("content-type", "")
+    kind = _kind(content_type)
+    if kind not in _PARSED:
+        upload.query = query_of(query)
         return
     limited = Request(request.scope, _limited(request.receive, max_bytes))
-    if kind == "application/json":
-        body = await limited.body()
-        if body.strip():
-            try:
-                parsed = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise InvalidArguments({"_body": [f"not valid JSON: {exc}"]}) from None
-            if not isinstance(parsed, dict):
-                raise InvalidArguments({"_body": ["a JSON body must be an object"]})
-            upload.json = parsed
+    if kind == "application/json" or (
+        length is not None and length.isdigit() and int(length) <= IN_MEMORY
+    ):
+        _parse(upload, query, content_type, await limited.body())
         return
-    if length is not None and length.isdigit() and int(length) <= IN_MEMORY:
-        body = await limited.body()
-        if kind == "multipart/form-data":
-            parts = multipart.parse(body, multipart.boundary_of(request.headers["content-type"]))
-            upload.form = ImmutableMultiDict(
-                [
-                    (name, _written(name, v, upload) if isinstance(v, multipart.FilePart) else v)
-                    for name, v in parts
-                ]
-            )
-        else:
-            upload.form = ImmutableMultiDict(
-                urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-            )
-        return
+    upload.query = query_of(query)
     form = await limited.form(max_files=1000, max_fields=1000)
     try:
         items: list[tuple[str, Any]] = []
@@ -127,6 +109,60 @@ async def _read(request: Request, max_bytes: int, upload: Upload) -> None:
         upload.form = ImmutableMultiDict(items)
     finally:
         await form.close()
+
+
+_PARSED = ("multipart/form-data", "application/x-www-form-urlencoded", "application/json")
+
+
+def _kind(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def query_of(query: bytes) -> ImmutableMultiDict[str, Any]:
+    """The query string's arguments, decoded as Starlette's ``request.query_params`` are."""
+    if not query:
+        return ImmutableMultiDict()
+    return ImmutableMultiDict(
+        urllib.parse.parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    )
+
+
+def parse(query: bytes, content_type: str, body: bytes) -> Upload:
+    """A whole body already in memory (the model server's lean predict); the caller closes
+    the result."""
+    upload = Upload()
+    try:
+        _parse(upload, query, content_type, body)
+    except BaseException:
+        upload.close()
+        raise
+    return upload
+
+
+def _parse(upload: Upload, query: bytes, content_type: str, body: bytes) -> None:
+    upload.query = query_of(query)
+    kind = _kind(content_type)
+    if kind == "application/json":
+        if body.strip():
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidArguments({"_body": [f"not valid JSON: {exc}"]}) from None
+            if not isinstance(parsed, dict):
+                raise InvalidArguments({"_body": ["a JSON body must be an object"]})
+            upload.json = parsed
+    elif kind == "multipart/form-data":
+        parts = multipart.parse(body, multipart.boundary_of(content_type))
+        upload.form = ImmutableMultiDict(
+            [
+                (name, _written(name, v, upload) if isinstance(v, multipart.FilePart) else v)
+                for name, v in parts
+            ]
+        )
+    elif kind == "application/x-www-form-urlencoded":
+        upload.form = ImmutableMultiDict(
+            urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        )
 
 
 def _written(name: str, part: multipart.FilePart, upload: Upload) -> Any:

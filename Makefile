@@ -45,6 +45,7 @@ $(DEEPAAS_VENV)/.installed: pyproject.toml
 BENCHMARKS ?= benchmarks/deploy_latency.py benchmarks/gateway_latency.py benchmarks/modelserver_latency.py
 bench: install test-deps bench-deps deepaas-venv
 	for b in $(BENCHMARKS); do $(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/gateway_latency.py --upstream fastapi
 
 # What the gateway benchmark needs besides Agora: wrk (Debian's package) for maximum
 # requests per second, and LiteLLM's proxy in a virtual environment of its own.

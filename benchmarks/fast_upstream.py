@@ -11,7 +11,13 @@ pipelining). Pinned to one core, with wrk on the other, it answered about 30,000
 requests/s, against 19,500 for the same answer from a bare ASGI app under uvicorn (uvloop,
 httptools) and 12,800 from aiohttp.web: the upstream should never be what limits a gateway.
 
+With ``--framework fastapi`` the same answers come from a FastAPI app under uvicorn (uvloop,
+httptools, one process), the request checked by a pydantic model: an upstream written the
+usual way (vLLM's OpenAI-compatible server is a FastAPI app too), for the gateway's overhead
+against a server that does some work of its own per request.
+
     python benchmarks/fast_upstream.py --port 9000 --key sk-upstream [--host 127.0.0.1]
+        [--framework bare|fastapi]
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import argparse
 import asyncio
 import signal
 import time
+from typing import Any
 
 import httptools
 import orjson
 import uvloop
+from pydantic import BaseModel
 
 WORDS = ["Hello", "!", " This", " is", " the", " bench", " upstream", "."]
 PROMPT_TOKENS, COMPLETION_TOKENS = 12, len(WORDS)
@@ -84,6 +92,14 @@ class Answers:
 
     def chunks(self, model: str, include_usage: bool) -> list[bytes]:
         """The SSE events, each framed as one HTTP/1.1 chunk."""
+        framed = []
+        for data in self.events(model, include_usage):
+            framed.append(b"%x\r\n%s\r\n" % (len(data), data))
+        framed[-1] += b"0\r\n\r\n"
+        return framed
+
+    def events(self, model: str, include_usage: bool) -> list[bytes]:
+        """The SSE events (``data: …`` and a blank line each)."""
         self.counter += 1
         head = {
             "id": f"chatcmpl-{self.counter}",
@@ -103,12 +119,7 @@ class Answers:
         if include_usage:
             events.append(orjson.dumps({**head, "choices": [], "usage": USAGE}))
         events.append(b"[DONE]")
-        framed = []
-        for e in events:
-            data = b"data: " + e + b"\n\n"
-            framed.append(b"%x\r\n%s\r\n" % (len(data), data))
-        framed[-1] += b"0\r\n\r\n"
-        return framed
+        return [b"data: " + e + b"\n\n" for e in events]
 
 
 class Upstream(asyncio.Protocol):
@@ -212,14 +223,91 @@ async def serve(host: str, port: int, key: str, model: str) -> None:
         await stop.wait()
 
 
+class Message(BaseModel):
+    role: str
+    content: str
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """The fields of a chat completion request the answers depend on, checked."""
+
+    model: str | None = None
+    messages: list[Message]
+    max_tokens: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+
+def fastapi_app(key: str, model: str) -> Any:
+    """The same answers from FastAPI: a pydantic request model, JSON and streaming responses."""
+    from fastapi import FastAPI, Header, HTTPException
+    from fastapi.responses import Response, StreamingResponse
+
+    answers = Answers(model)
+    auth = f"Bearer {key}"
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    def check(authorization: str | None) -> None:
+        if authorization != auth:
+            raise HTTPException(401, "invalid upstream key")
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models(authorization: str | None = Header(None)) -> Response:
+        check(authorization)
+        return Response(answers.models, media_type="application/json")
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest, authorization: str | None = Header(None)) -> Response:
+        check(authorization)
+        name = req.model or answers.model
+        if req.stream:
+            usage = req.stream_options is not None and req.stream_options.include_usage
+            events = answers.events(name, usage)
+
+            async def stream() -> Any:
+                for event in events:
+                    yield event
+
+            return StreamingResponse(
+                stream(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+            )
+        return Response(answers.completion(name), media_type="application/json")
+
+    return app
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--key", default="sk-bench-upstream")
     parser.add_argument("--model", default="bench-model", help="the model /v1/models lists")
+    parser.add_argument("--framework", choices=("bare", "fastapi"), default="bare")
     args = parser.parse_args()
-    uvloop.run(serve(args.host, args.port, args.key, args.model))
+    if args.framework == "bare":
+        uvloop.run(serve(args.host, args.port, args.key, args.model))
+        return
+    import uvicorn
+
+    print(f"FastAPI upstream on http://{args.host}:{args.port}/v1", flush=True)
+    uvicorn.run(
+        fastapi_app(args.key, args.model),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Latency Agora's inference gateway adds to an OpenAI-compatible upstream, against LiteLLM's proxy.
 
-One run, one machine: a fast upstream written for the benchmark (benchmarks/fast_upstream.py)
-is called directly, through Agora's gateway (`agora up`, with key checks, limits and metering
+One run, one machine: a fast upstream written for the benchmark (benchmarks/fast_upstream.py: a
+bare asyncio protocol, or with --upstream fastapi the same answers from a FastAPI app) is
+called directly, through Agora's gateway (`agora up`, with key checks, limits and metering
 on) and through LiteLLM's proxy (`litellm[proxy]`, one worker, a master key, no database) that
 is configured with the same upstream and key. For non-streaming and streaming chat completions:
 
@@ -16,6 +17,7 @@ The targets are printed with PASS/FAIL; raw figures go to benchmarks/results/gat
 
     python benchmarks/gateway_latency.py [--targets direct,agora,litellm] [--duration 4]
     python benchmarks/gateway_latency.py --targets direct,litellm        (no Agora)
+    python benchmarks/gateway_latency.py --upstream fastapi   (the upstream a FastAPI app)
     python benchmarks/gateway_latency.py --agora-url http://127.0.0.1:8000 --agora-key agora_…
         --upstream-port 9000                     (a running gateway with bench-model → :9000)
 
@@ -129,7 +131,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def start_upstream(procs: Processes, port: int) -> Target:
+def start_upstream(procs: Processes, port: int, framework: str = "bare") -> Target:
     proc, log = procs.start(
         "upstream",
         [
@@ -141,6 +143,8 @@ def start_upstream(procs: Processes, port: int) -> Target:
             UPSTREAM_KEY,
             "--model",
             MODEL,
+            "--framework",
+            framework,
         ],
     )
     wait_port(port, proc, log, 30)
@@ -630,10 +634,20 @@ def main() -> None:
         default=0,
         help="fixed port for the upstream (default: a free one)",
     )
+    parser.add_argument(
+        "--upstream",
+        choices=("bare", "fastapi"),
+        default="bare",
+        help="the upstream: a bare asyncio protocol, or a FastAPI app (fast_upstream.py)",
+    )
     parser.add_argument("--logs", type=Path, help="keep the servers' logs in this folder")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    parser.add_argument("--out", type=Path, default=BENCH / "results/gateway_latency.json")
+    parser.add_argument("--out", type=Path, help="raw figures (default: results/gateway_latency"
+                        "[-fastapi].json)")  # fmt: skip
     args = parser.parse_args()
+    if args.out is None:
+        suffix = "" if args.upstream == "bare" else f"-{args.upstream}"
+        args.out = BENCH / f"results/gateway_latency{suffix}.json"
     names = ["direct"] + [t for t in args.targets.split(",") if t and t != "direct"]
     if args.agora_url and "agora" not in names:
         names.insert(1, "agora")
@@ -664,7 +678,7 @@ def main() -> None:
         Processes(args.logs or Path(tmp_s)) as procs,
     ):
         tmp = Path(tmp_s)
-        upstream = start_upstream(procs, args.upstream_port or free_port())
+        upstream = start_upstream(procs, args.upstream_port or free_port(), args.upstream)
         targets = {"direct": upstream}
         pending: dict[str, Any] = {}
         # Both gateways start side by side; each is waited for in turn.
@@ -777,6 +791,7 @@ def main() -> None:
                 },
                 "settings": {
                     "targets": names,
+                    "upstream": args.upstream,
                     "agora_url": args.agora_url,
                     "concurrency": conc,
                     "warmup_s": args.warmup,

@@ -4,6 +4,7 @@ before a time limit, scale down when idle."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import threading
@@ -14,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from agora.gateway.autoscaler import replacement_due
 from tests.gateway.conftest import FAKE, Gateway
 
 MSG = [{"role": "user", "content": "hello"}]
@@ -189,6 +191,30 @@ def test_a_replica_near_its_time_limit_is_replaced_without_errors(gw: Gateway) -
     second = served[-1]
     assert served[0] == first and second != first
     assert set(served) == {first, second}, (Counter(served), replicas(gw))
+
+
+@SQLITE
+def test_a_replicas_time_limit_counts_from_its_job_start_not_its_readiness(gw: Gateway) -> None:
+    # The job runs 5 s before its service listens (vLLM loading weights, in small).
+    model(gw, min_replicas=1, max_replicas=1, inputs={"warmup": 5})
+    running = wait_for(lambda: [r for r in replicas(gw) if r["state"] == "running"], 60)[0]
+    seen = dt.datetime.now(dt.UTC)
+    started = dt.datetime.fromisoformat(running["started_at"])
+    assert (seen - started).total_seconds() >= 4.5, (seen, running)
+
+
+def test_replacement_is_due_within_the_lead_and_earlier_for_a_slow_starter() -> None:
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    at = lambda s: t0 + dt.timedelta(seconds=s)  # noqa: E731
+    # One hour, ready after 2 s, replaced in the last 300 s.
+    assert not replacement_due(t0, at(2), 60, 300, at(3299))
+    assert replacement_due(t0, at(2), 60, 300, at(3300))
+    # Ready after 400 s: its replacement is started 1.5 × 400 + 10 = 610 s before the end.
+    assert not replacement_due(t0, at(400), 60, 300, at(2989))
+    assert replacement_due(t0, at(400), 60, 300, at(2990))
+    # A lead of half the lifetime or more would chain replacements: never.
+    assert not replacement_due(t0, at(2), 10, 300, at(599))
+    assert not replacement_due(t0, at(1500), 60, 300, at(3599))
 
 
 @SQLITE

@@ -378,7 +378,7 @@ class Orchestrator:
                 return
             attempt = dep.attempts[-1]
             attempt.ended_at, attempt.error = utcnow(), error
-            dep.address = None
+            dep.address = dep.started_at = None  # the next backend's job starts afresh
             db.add(
                 DeploymentEvent(
                     deployment_id=dep_id,
@@ -405,7 +405,9 @@ class Orchestrator:
         now = utcnow()
         dep.state, dep.state_since = state, now
         db.add(DeploymentEvent(deployment_id=dep.id, state=state.value, message=message))
-        if state == DeploymentState.running and dep.started_at is None:
+        # Started: when the job began to run (a service's process, before it is ready), the
+        # moment its backend's time limit counts from.
+        if state in (DeploymentState.starting, DeploymentState.running) and dep.started_at is None:
             dep.started_at = now
         if state.terminal:
             dep.ended_at, dep.reason, dep.exit_code = now, message, code

@@ -41,6 +41,25 @@ log = logging.getLogger("agora.autoscaler")
 _FAILURE_WINDOW = dt.timedelta(minutes=10)
 
 
+def replacement_due(
+    started: dt.datetime,
+    ready: dt.datetime,
+    time_limit_minutes: int,
+    replace_before_seconds: float,
+    now: dt.datetime,
+) -> bool:
+    """Whether a replica whose job began at ``started`` and was ready at ``ready`` needs its
+    replacement now: its time limit ends within the lead, which is ``replace_before_seconds``
+    or, for a replica slow to start, 1.5 × its start-up time + 10 s (a replacement takes as
+    long). Never for a replica whose replacement would be due at once too (an endless chain)."""
+    startup = max(0.0, (ready - started).total_seconds())
+    lead = max(replace_before_seconds, 1.5 * startup + 10)
+    if time_limit_minutes * 60 <= 2 * lead:
+        return False
+    ends = started + dt.timedelta(minutes=time_limit_minutes)
+    return (ends - now).total_seconds() <= lead
+
+
 @dataclass
 class _ModelMemory:
     #: Since when the model has had more replicas than it needs.
@@ -213,12 +232,13 @@ class Autoscaler:
                 continue
             if dep.id in memory.replacing:
                 continue
-            lifetime = dep.time_limit_minutes * 60
-            if lifetime <= 2 * model.replace_before_seconds:
-                # Its replacement would be due at once too: an endless chain. Let it end.
-                continue
-            ends = dep.started_at + dt.timedelta(minutes=dep.time_limit_minutes)
-            if (ends - now).total_seconds() <= model.replace_before_seconds:
+            if replacement_due(
+                dep.started_at,
+                dep.state_since,
+                dep.time_limit_minutes,
+                model.replace_before_seconds,
+                now,
+            ):
                 fresh = self._create(db, model)
                 memory.replacing[dep.id] = fresh.id
                 log.info(

@@ -121,7 +121,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(_flush_key_usage(runtime))]
+        tasks = [asyncio.create_task(runtime.record_last_used())]
         if gateway is not None:
             await gateway.start()
         if settings.orchestrator:
@@ -141,8 +141,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 await modules.close()
             for backend in runtime.backends.values():
                 await backend.close()
-            await asyncio.to_thread(runtime.key_usage.flush, runtime.db)
-            await asyncio.to_thread(runtime.session_usage.flush, runtime.db)
+            await asyncio.to_thread(runtime.flush_last_used)
 
     app = AgoraApp(
         title="Agora",
@@ -188,16 +187,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     proxy.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
-
-
-async def _flush_key_usage(runtime: Runtime) -> None:
-    while True:
-        await asyncio.sleep(runtime.settings.key_last_used_flush_seconds)
-        try:
-            await asyncio.to_thread(runtime.key_usage.flush, runtime.db)
-            await asyncio.to_thread(runtime.session_usage.flush, runtime.db)
-        except Exception:  # keep flushing later; the database may be briefly unavailable
-            log.exception("could not record API key usage")
 
 
 async def _audit_denied(request: Request, exc: Forbidden) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +19,8 @@ from agora.deployments.templates import LoadProblem, Template, load_all
 from agora.models import ApiKey, AuthSession
 from agora.security import Keyring, configure_password_hashing
 from agora.settings import Settings
+
+log = logging.getLogger("agora")
 
 
 class LastUsed:
@@ -80,3 +84,18 @@ class Runtime:
             template_problems=problems,
             backends={b.name: build_backend(b, settings) for b in settings.backends},
         )
+
+    def flush_last_used(self) -> None:
+        """Writes when keys and sessions were last used (noted in memory on the request path)."""
+        self.key_usage.flush(self.db)
+        self.session_usage.flush(self.db)
+
+    async def record_last_used(self) -> None:
+        """Flushes the last uses every ``key_last_used_flush_seconds``, until cancelled; every
+        process that serves requests runs it (``agora up``, each ``agora gateway`` worker)."""
+        while True:
+            await asyncio.sleep(self.settings.key_last_used_flush_seconds)
+            try:
+                await asyncio.to_thread(self.flush_last_used)
+            except Exception:  # keep flushing later; the database may be briefly unavailable
+                log.exception("could not record when API keys were last used")

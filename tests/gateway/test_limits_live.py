@@ -134,3 +134,27 @@ def test_scale_from_zero_on_slurm(
     dep = gw.platform.get(replica["id"])
     job_id = dep["attempts"][0]["job_id"].split("@")[0]
     assert cluster.job_state(job_id) == "RUNNING"
+
+
+@SQLITE
+def test_a_standalone_gateway_records_when_keys_were_last_used(
+    gateway_factory: Callable[..., Gateway], upstreams: Callable[..., str]
+) -> None:
+    gw = gateway_factory()
+    gw.external("chat-model", upstreams())
+    key_id, key = gw.key()
+
+    def last_used() -> str | None:
+        r = gw.api("GET", "/projects/default/keys", gw.session())
+        assert r.status_code == 200, r.text
+        return next(k["last_used_at"] for k in r.json() if k["id"] == key_id)
+
+    assert last_used() is None
+    # Only the second gateway sees the key used: the time must reach the database from there.
+    with standalone_gateway(gw, key_last_used_flush_seconds="0.2") as base:
+        r = httpx.get(base + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 10
+        while last_used() is None:
+            assert time.monotonic() < deadline, "the key's use was never recorded"
+            time.sleep(0.1)

@@ -404,6 +404,7 @@ class Standalone:
 
     def __init__(self, runtime: Runtime) -> None:
         self.gateway = Gateway(runtime)
+        self._last_used: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self.gateway
@@ -416,9 +417,10 @@ class Standalone:
                     except Exception as exc:  # report it: uvicorn exits with the message
                         await send({"type": "lifespan.startup.failed", "message": str(exc)})
                         return
+                    self._last_used = asyncio.create_task(gateway.rt.record_last_used())
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
-                    await gateway.stop()
+                    await self._shutdown()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
@@ -435,6 +437,15 @@ class Standalone:
             await _metrics(gateway, scope, send)
             return
         await _send_error(send, GatewayError(404, "This gateway serves /v1/* only", "unknown_url"))
+
+    async def _shutdown(self) -> None:
+        if self._last_used is not None:
+            self._last_used.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._last_used
+        await self.gateway.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.gateway.rt.flush_last_used)
 
 
 def standalone(runtime: Runtime) -> Standalone:

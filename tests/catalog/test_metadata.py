@@ -37,6 +37,15 @@ def test_v2_document_maps_onto_the_entry() -> None:
     assert "Docker image" in spec.run.reason and "deephdc/deep-oc-mods" in spec.run.reason
 
 
+def test_resource_keys_the_schema_does_not_name_are_ignored() -> None:
+    doc = v2()
+    doc["resources"]["inference"]["tpu"] = 2  # the schema leaves the block open
+    doc["resources"]["serving"] = {"cpu": 1}
+    spec = parse(doc, file="mods/ai4-metadata.yml", name="mods")
+    assert spec.resources["inference"] == {"cpu": 1, "memory_MB": 2000}
+    assert "serving" not in spec.resources
+
+
 def test_v1_document_maps_onto_the_entry() -> None:
     spec = parse(v1(), file="image-classification/metadata.json", name="image-classification")
     assert spec.metadata_format == "deep-v1"

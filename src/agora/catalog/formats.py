@@ -95,7 +95,8 @@ class _Doc(BaseModel):
 
 
 class Resources(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    #: The schema leaves resource blocks open: keys it does not name are ignored, not refused.
+    model_config = ConfigDict(extra="ignore")
 
     cpu: int | None = Field(default=None, ge=0)
     gpu: int | None = Field(default=None, ge=0)
@@ -165,7 +166,7 @@ class DatesV2(_Doc):
 
 
 class ResourcesV2(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     inference: Resources | None = None
     training: Resources | None = None

@@ -13,7 +13,7 @@ Overshoot. rpm has none: the check and the count are one atomic step. A request'
 only after it ran, so ``admit`` refuses once a token window has reached its limit and
 ``add_tokens`` meters afterwards: a token limit is overshot by at most the tokens of the requests
 already admitted and still in flight when it is reached, each bounded by its prompt plus its
-``max_tokens``.
+``max_tokens`` (without one, by what the model's server allows: its context length).
 
 A limit with any field set counts requests and tokens in all its windows (so ``snapshot`` shows use
 of windows without a limit too); a limit with no field set is ignored.

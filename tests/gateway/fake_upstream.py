@@ -1,9 +1,11 @@
 """A controllable OpenAI-compatible upstream for gateway tests (a real HTTP server process).
 
     python tests/gateway/fake_upstream.py --port P [--host H] [--key K] [--name replica-a]
-        [--delay S] [--chunk-delay S] [--words N] [--fail-status 500]
+        [--delay S] [--chunk-delay S] [--words N] [--fail-status 500] [--fail-file PATH]
 
-Answers say which replica served them (``--name``), so tests can see the routing. The key
+Answers say which replica served them (``--name``), so tests can see the routing. With
+``--fail-file``, a replica whose name is the file's content answers completions with 500 (and
+appends a line to ``PATH.failed`` each time): one replica of several can be made to fail. The key
 defaults to ``$AGORA_SERVICE_TOKEN`` (set when it runs as an Agora deployment), the port to
 ``$PORT`` and the host to ``$AGORA_BIND_HOST``.
 """
@@ -42,10 +44,25 @@ def build(args: argparse.Namespace) -> web.Application:
             {"object": "list", "data": [{"id": args.model, "object": "model"}]}
         )
 
+    def told_to_fail() -> bool:
+        if not args.fail_file:
+            return False
+        try:
+            with open(args.fail_file) as f:
+                failing = f.read().strip() == args.name
+        except FileNotFoundError:
+            return False
+        if failing:
+            with open(args.fail_file + ".failed", "a") as f:
+                f.write(args.name + "\n")
+        return failing
+
     async def complete(request: web.Request) -> web.StreamResponse:
         req = await request.json()
         if args.fail_status:
             return error(args.fail_status, f"fake upstream {args.name} fails")
+        if told_to_fail():
+            return error(500, f"fake upstream {args.name} was told to fail")
         if req.get("model") != args.model:
             return error(404, f"fake upstream serves {args.model}, not {req.get('model')}")
         await asyncio.sleep(args.delay)
@@ -148,6 +165,7 @@ def main() -> None:
     parser.add_argument("--chunk-delay", type=float, default=0.0)
     parser.add_argument("--words", type=int, default=5)
     parser.add_argument("--fail-status", type=int, default=0)
+    parser.add_argument("--fail-file", default="")
     args = parser.parse_args()
     web.run_app(build(args), host=args.host, port=args.port, print=None, access_log=None)
 

@@ -10,6 +10,8 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import openai
@@ -78,6 +80,71 @@ def test_no_replica_in_time_gets_503_after_the_queue_wait(gw: Gateway) -> None:
     assert err.value.code == "no_capacity"
     assert 1.4 < time.monotonic() - started < 10
     assert "retry-after" in err.value.response.headers
+
+
+@SQLITE
+def test_a_failing_replica_is_retried_around_and_ejected(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    # Health checks every 50 ms, all passing: they must not end the bad replica's ejection.
+    gw = gateway_factory(gateway_eject_seconds=30, gateway_health_interval=0.05)
+    fail_file = tmp_path / "fail"
+    model(gw, min_replicas=2, max_replicas=2, inputs={"fail_file": str(fail_file)})
+    ready = lambda: [r["id"] for r in replicas(gw) if r["state"] == "running"]  # noqa: E731
+    bad, good = wait_for(lambda: len(ready()) == 2 and ready(), 60)
+    _, key = gw.key()
+    client = gw.client(key)
+    wait_for(
+        lambda: (
+            next(m for m in client.models.list().data if m.id == "scaled").model_extra[
+                "ready_replicas"
+            ]
+            == 2
+        )
+    )
+    fail_file.write_text(bad)
+    # In turn the two would take half the requests each. The bad one's 500 reaches no client
+    # (retried on the good one), and the bad one is ejected for gateway_eject_seconds.
+    served = [
+        (client.chat.completions.create(model="scaled", messages=MSG).choices[0].message.content
+         or "").split()[0]
+        for _ in range(20)
+    ]  # fmt: skip
+    assert served == [good] * 20
+    failed = fail_file.with_name("fail.failed").read_text().split()
+    assert failed == [bad], failed
+
+
+@SQLITE
+def test_a_full_wait_queue_gets_503_at_once(gateway_factory: Callable[..., Gateway]) -> None:
+    gw = gateway_factory(gateway_max_queue=2)
+    # The replica takes 30 s to listen: requests queue for it.
+    model(gw, inputs={"warmup": 30}, queue_timeout=4)
+    _, key = gw.key()
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"model": "scaled", "messages": MSG}
+
+    async def burst() -> list[tuple[int, str, float]]:
+        async with httpx.AsyncClient(base_url=gw.url, timeout=30) as http:
+
+            async def one() -> tuple[int, str, float]:
+                started = time.monotonic()
+                r = await http.post("/chat/completions", json=body, headers=headers)
+                return r.status_code, r.json()["error"]["code"], time.monotonic() - started
+
+            return list(await asyncio.gather(*(one() for _ in range(5))))
+
+    answers = asyncio.run(burst())
+    assert sorted((status, code) for status, code, _ in answers) == [
+        (503, "no_capacity"),
+        (503, "no_capacity"),
+        (503, "queue_full"),
+        (503, "queue_full"),
+        (503, "queue_full"),
+    ]
+    for _status, code, took in answers:
+        # The queue's 503 comes at once; the queued ones after their wait.
+        assert took < 2 if code == "queue_full" else took > 3.5, answers
 
 
 @SQLITE

@@ -98,10 +98,7 @@ async def watch_health(gw: Gateway, interval: float) -> None:
                     state.trainings = await _trainings(response) if healthy else 0
             except (aiohttp.ClientError, OSError, TimeoutError):
                 healthy = False
-            if healthy:
-                gw.router.succeeded(state)
-            else:
-                gw.router.failed(state)
+            gw.router.checked(state, healthy)
 
         await asyncio.gather(*(check(s) for s in states), return_exceptions=True)
 

@@ -141,7 +141,7 @@ class GatewayMetrics:
                 state = router.state_of(model, replica)
                 if replica.draining:
                     states["draining"] += 1
-                elif state is not None and state.ejected_until > now:
+                elif state is not None and state.out(now):
                     states["ejected"] += 1
                 else:
                     states["ready"] += 1

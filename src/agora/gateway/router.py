@@ -2,7 +2,9 @@
 
 Every replica of a model has a :class:`ReplicaState` here that outlives snapshot rebuilds:
 its outstanding requests (this process's), and until when it is left out after failing
-(passive ejection, doubling with consecutive failures) or after a failed active health check.
+requests (passive ejection, doubling with consecutive failures), or whether its last active
+health check failed (left out until one passes; a passing check does not end a passive
+ejection).
 When a model has no ready replica, requests wait here (a bounded queue per model) until one is
 ready or their wait is over; the autoscaler learns of them from :meth:`Router.load`.
 """
@@ -23,9 +25,17 @@ class ReplicaState:
     replica: Replica
     outstanding: int = 0
     failures: int = 0
+    #: Passive ejection: left out until then after failing requests (a passing health check
+    #: does not end it: a replica can answer /health and still fail every request).
     ejected_until: float = 0.0
+    #: Its last active health check failed: left out until one passes.
+    unhealthy: bool = False
     #: Trainings the replica runs, from its last health check (model servers report them).
     trainings: int = 0
+
+    def out(self, now: float) -> bool:
+        """Left out of routing (but for panic mode)."""
+        return self.unhealthy or self.ejected_until > now
 
 
 @dataclass(slots=True)
@@ -87,7 +97,7 @@ class Router:
             state = self.states.get(_key(model, replica))
             if state is None:
                 state = self.states[_key(model, replica)] = ReplicaState(replica)
-            (ejected if state.ejected_until > now else usable).append(state)
+            (ejected if state.out(now) else usable).append(state)
         # Panic mode: when every replica is ejected, try them anyway rather than refuse.
         return usable or ejected
 
@@ -167,6 +177,11 @@ class Router:
         if state.failures:
             state.failures = 0
             state.ejected_until = 0.0
+
+    def checked(self, state: ReplicaState, healthy: bool) -> None:
+        """An active health check's result: an unhealthy replica is left out until a check
+        passes; a passive ejection runs its course either way."""
+        state.unhealthy = not healthy
 
     def state_of(self, model: ModelEntry, replica: Replica) -> ReplicaState | None:
         return self.states.get(_key(model, replica))

@@ -4,8 +4,9 @@
         [--delay S] [--chunk-delay S] [--words N] [--fail-status 500] [--fail-file PATH]
 
 Answers say which replica served them (``--name``), so tests can see the routing. With
-``--fail-file``, a replica whose name is the file's content answers completions with 500 (and
-appends a line to ``PATH.failed`` each time): one replica of several can be made to fail. The key
+``--fail-file``, a replica whose name is the file's content answers completions with 500, or
+with ``<name> break`` cuts a stream in its first event (and appends a line to ``PATH.failed``
+each time): one replica of several can be made to fail. The key
 defaults to ``$AGORA_SERVICE_TOKEN`` (set when it runs as an Agora deployment), the port to
 ``$PORT`` and the host to ``$AGORA_BIND_HOST``.
 """
@@ -44,24 +45,27 @@ def build(args: argparse.Namespace) -> web.Application:
             {"object": "list", "data": [{"id": args.model, "object": "model"}]}
         )
 
-    def told_to_fail() -> bool:
+    def told_to_fail() -> str | None:
+        """``fail`` (a 500) or ``break`` (a stream's head, then the connection cut)."""
         if not args.fail_file:
-            return False
+            return None
         try:
             with open(args.fail_file) as f:
-                failing = f.read().strip() == args.name
+                name, _, how = f.read().strip().partition(" ")
         except FileNotFoundError:
-            return False
-        if failing:
-            with open(args.fail_file + ".failed", "a") as f:
-                f.write(args.name + "\n")
-        return failing
+            return None
+        if name != args.name:
+            return None
+        with open(args.fail_file + ".failed", "a") as f:
+            f.write(args.name + "\n")
+        return how or "fail"
 
     async def complete(request: web.Request) -> web.StreamResponse:
         req = await request.json()
         if args.fail_status:
             return error(args.fail_status, f"fake upstream {args.name} fails")
-        if told_to_fail():
+        failure = told_to_fail()
+        if failure == "fail" or (failure and not req.get("stream")):
             return error(500, f"fake upstream {args.name} was told to fail")
         if req.get("model") != args.model:
             return error(404, f"fake upstream serves {args.model}, not {req.get('model')}")
@@ -96,6 +100,12 @@ def build(args: argparse.Namespace) -> web.Application:
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if failure == "break":  # dies in its first event: the head and part of it went out
+            await response.write(b'data: {"id"')
+            await asyncio.sleep(0.05)
+            assert request.transport is not None
+            request.transport.abort()
+            return response
         kind = "chat.completion.chunk" if chat else "text_completion"
 
         def chunk(piece: str | None, finish: str | None = None) -> bytes:

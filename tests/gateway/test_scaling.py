@@ -116,6 +116,36 @@ def test_a_failing_replica_is_retried_around_and_ejected(
 
 
 @SQLITE
+def test_a_stream_cut_before_its_first_event_is_retried(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    gw = gateway_factory(gateway_eject_seconds=30, gateway_health_interval=0.05)
+    fail_file = tmp_path / "fail"
+    model(gw, min_replicas=2, max_replicas=2, inputs={"fail_file": str(fail_file)})
+    ready = lambda: [r["id"] for r in replicas(gw) if r["state"] == "running"]  # noqa: E731
+    bad, good = wait_for(lambda: len(ready()) == 2 and ready(), 60)
+    _, key = gw.key()
+    client = gw.client(key)
+    wait_for(
+        lambda: (
+            next(m for m in client.models.list().data if m.id == "scaled").model_extra[
+                "ready_replicas"
+            ]
+            == 2
+        )
+    )
+    fail_file.write_text(f"{bad} break")
+    texts = []
+    for _ in range(6):
+        stream = client.chat.completions.create(model="scaled", messages=MSG, stream=True)
+        texts.append("".join(c.choices[0].delta.content or "" for c in stream if c.choices))
+    # The cut stream reached no client: it was retried on the good replica, and the bad one
+    # was left out after it.
+    assert all(t.startswith(good) for t in texts), texts
+    assert fail_file.with_name("fail.failed").read_text().split() == [bad]
+
+
+@SQLITE
 def test_a_full_wait_queue_gets_503_at_once(gateway_factory: Callable[..., Gateway]) -> None:
     gw = gateway_factory(gateway_max_queue=2)
     # The replica takes 30 s to listen: requests queue for it.

@@ -312,8 +312,11 @@ class Forwarder:
         model: ModelEntry,
         chunks: AsyncIterator[bytes],
         client_usage: bool,
-    ) -> tuple[int, int, int]:
-        await reply.start_stream()
+    ) -> tuple[int, int, int] | str:
+        """Relays an SSE stream. Its head goes out with its first event, so that a replica
+        that breaks off before any event (dying during the prompt's prefill) is retried on
+        another (the string returned) instead of leaving the client a 200 and an error."""
+        started = False
         tokens = (0, 0)
         rename = None
         if model.upstream_model != model.name:
@@ -347,22 +350,38 @@ class Forwarder:
                 if rename is not None:
                     ready = ready.replace(*rename)
                 if ready:
+                    if not started:
+                        started = True
+                        await reply.start_stream()
                     await reply.chunk(ready)
+            if not started:  # an empty stream
+                started = True
+                await reply.start_stream()
             if pending and not reply.gone:
                 await reply.chunk(pending)
-        except (aiohttp.ClientError, OSError, TimeoutError, BrokenResponse, UpstreamError):
-            # The replica failed mid-stream: the client has text already, so no retry; end
-            # the stream with an error event it can show.
-            error = GatewayError(
-                502, "The model's replica failed during the answer", "stream_broken"
-            )
-            with contextlib.suppress(OSError, RuntimeError):
-                await reply.chunk(b"data: " + error.body() + b"\n\n")
+        except TimeoutError:
+            if not started:
+                raise first_byte_timeout(model) from None
+            await _stream_broken(reply)
+        except (aiohttp.ClientError, OSError, BrokenResponse, UpstreamError) as exc:
+            if not started:
+                log.warning("model %s: a replica broke off before its first event: %s",
+                            model.name, exc)  # fmt: skip
+                return "its server broke off the stream before its first event"
+            await _stream_broken(reply)
         finally:
             reply.unwatch()
         with contextlib.suppress(OSError, RuntimeError):
             await reply.end_stream()
         return 200, tokens[0], tokens[1]
+
+
+async def _stream_broken(reply: Reply) -> None:
+    """The replica failed mid-stream: the client has text already, so no retry; the stream
+    ends with an error event it can show."""
+    error = GatewayError(502, "The model's replica failed during the answer", "stream_broken")
+    with contextlib.suppress(OSError, RuntimeError):
+        await reply.chunk(b"data: " + error.body() + b"\n\n")
 
 
 def _rename(data: bytes, obj: dict[str, Any], model: ModelEntry) -> bytes:

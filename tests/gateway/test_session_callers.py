@@ -181,3 +181,48 @@ def test_disabling_the_user_applies_on_the_next_request(gw: Gateway, fake: str) 
     r = gw.api("PATCH", "/users/bob", json={"disabled": True})
     assert r.status_code == 200, r.text
     assert chat(gw, token).status_code == 401
+
+
+#: What a request would read to check its caller, route and limit it.
+REQUEST_TABLES = (
+    "api_keys",
+    "users",
+    "memberships",
+    "projects",
+    "gateway_models",
+    "model_grants",
+    "rate_limits",
+    "deployments",
+    "auth_sessions",
+)
+
+
+def test_keyed_requests_make_no_database_call(
+    gateway_factory: Callable[..., Gateway], upstreams: Callable[..., str]
+) -> None:
+    """Keys, routes and limits come from the gateway's memory; only the background writes
+    (usage records, last uses) and the version poll reach the database. (No orchestrator
+    here: its autoscaler reads models and deployments on its own schedule.)"""
+    gw = gateway_factory(orchestrator=False)
+    gw.external("chat-model", upstreams())
+    _, key = gw.key()
+    headers = {"Authorization": f"Bearer {key}"}
+    r = httpx.get(gw.url + "/models", headers=headers)  # the key is known from here on
+    assert r.status_code == 200, r.text
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(" ".join(statement.lower().split()))
+
+    engine = gw.platform.runtime.db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with httpx.Client(base_url=gw.url, headers=headers, timeout=10) as http:
+            for i in range(30):
+                body = {"model": "chat-model", "messages": MSG, "stream": i % 2 == 1}
+                assert http.post("/chat/completions", json=body).status_code == 200
+                assert http.get("/models").status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    reads = [s for s in seen if s.startswith("select") and any(t in s for t in REQUEST_TABLES)]
+    assert reads == [], reads

@@ -209,6 +209,46 @@ def test_member_serves_a_module_and_calls_it_through_the_platform(
     assert {e["actor"] for e in mine} == {"ana"}
 
 
+@SQLITE
+def test_a_module_on_two_replicas_trains_and_answers(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    gw = gateway_factory()
+    ana = _user(gw, "ana", "lab")
+    spec = {"name": "iris-two", "kind": "deepaas", "project": "lab", "inputs": {"module": "iris"},
+            "min_replicas": 2, "max_replicas": 2, "queue_timeout": 90}  # fmt: skip
+    r = gw.api("POST", "/models", ana, json=spec)
+    assert r.status_code == 201, r.text
+
+    def running() -> list[str]:
+        r = gw.api("GET", "/models/iris-two", ana)
+        assert r.status_code == 200, r.text
+        return [rep["id"] for rep in r.json()["replicas"] if rep["state"] == "running"]
+
+    deadline = time.monotonic() + 120
+    while len(running()) < 2:
+        assert time.monotonic() < deadline, gw.api("GET", "/models/iris-two", ana).json()
+        time.sleep(0.2)
+    key = _key(gw, ana, "lab")
+    base = gw.platform.url + "/m/iris-two"
+    # A training runs on the oldest replica; its record is in the module's state directory,
+    # which the replicas share, so every look at it finds it, whichever replica answers.
+    r = httpx.post(base + "/v2/models/iris/train/", params={"classifier": "knn"},
+                   headers=_bearer(key), timeout=30)  # fmt: skip
+    assert r.status_code in (200, 201), r.text
+    uuid = r.json()["uuid"]
+    for _ in range(6):
+        r = httpx.get(base + f"/v2/models/iris/train/{uuid}", headers=_bearer(key), timeout=30)
+        assert r.status_code == 200, r.text
+        r = httpx.get(base + "/v2/models/iris/train/", headers=_bearer(key), timeout=30)
+        assert uuid in {t["uuid"] for t in r.json()}, r.json()
+    assert _wait_training(base + f"/v2/models/iris/train/{uuid}", key)["status"] == "done"
+    with httpx.Client(headers=_bearer(key), timeout=30) as http:
+        for _ in range(10):
+            r = http.post(base + "/v2/models/iris/predict/", data=IRIS)
+            assert r.status_code == 200 and r.json()["species"] == "setosa", r.text
+
+
 def _digit_png(index: int = 0) -> tuple[bytes, int]:
     digits = load_digits()
     pixels = (digits.images[index] * (255 / 16)).astype("uint8")

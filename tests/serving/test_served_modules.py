@@ -259,23 +259,24 @@ def _digit_png(index: int = 0) -> tuple[bytes, int]:
 
 
 @SQLITE
-def test_digits_on_slurm_from_zero_with_a_png(
+def test_digits_from_the_catalog_on_slurm_predicts_and_trains(
     gateway_factory: Callable[..., Gateway], cluster: SlurmCluster, tmp_path: Path
 ) -> None:
     gw = gateway_factory(backends=[slurm_backend(cluster, tmp_path)])
+    # From the catalog entry, as the web page's "Deploy" does, onto the Slurm backend.
     r = gw.api(
         "POST",
-        "/models",
+        "/catalog/digits/deploy",
         json={
-            "name": "digits",
-            "kind": "deepaas",
+            "project": "default",
             # One of the test node's two CPUs: other tests' jobs may hold the other.
-            "inputs": {"module": "digits", "cpus": 1, "memory_gb": 1},
+            "inputs": {"cpus": 1, "memory_gb": 1},
             "backends": ["hpc"],
             "queue_timeout": 90,
         },
     )
     assert r.status_code == 201, r.text
+    assert r.json() == {"kind": "model", "name": "digits", "project": "default", "url": "/m/digits"}
     _, key = gw.key()
     png, label = _digit_png()
     r = httpx.post(
@@ -300,6 +301,12 @@ def test_digits_on_slurm_from_zero_with_a_png(
     )
     assert r.status_code == 400, r.text
     assert "Traceback" not in r.text and "image" in r.text.lower()
+    # Training on the Slurm node, and its status, through the platform.
+    base = gw.platform.url + "/m/digits/v2/models/digits/train/"
+    r = httpx.post(base, headers=_bearer(key), timeout=60)
+    assert r.status_code in (200, 201), r.text
+    record = _wait_training(base + r.json()["uuid"], key)
+    assert record["status"] == "done", record
     # Removing the model stops its replica: the Slurm job ends and frees the node.
     assert gw.api("DELETE", "/models/digits", ADMIN_KEY).status_code == 204
     gw.platform.wait(replica["id"], {"stopped", "failed"}, timeout=60)

@@ -17,7 +17,8 @@ import httpx
 import openai
 import pytest
 
-from agora.gateway.autoscaler import replacement_due
+from agora.gateway.autoscaler import replacement_due_at, replacement_of
+from agora.models import Deployment, DeploymentState
 from tests.gateway.conftest import FAKE, Gateway
 
 MSG = [{"role": "user", "content": "hello"}]
@@ -304,14 +305,32 @@ def test_replacement_is_due_within_the_lead_and_earlier_for_a_slow_starter() -> 
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     at = lambda s: t0 + dt.timedelta(seconds=s)  # noqa: E731
     # One hour, ready after 2 s, replaced in the last 300 s.
-    assert not replacement_due(t0, at(2), 60, 300, at(3299))
-    assert replacement_due(t0, at(2), 60, 300, at(3300))
+    assert replacement_due_at(t0, at(2), 60, 300) == at(3300)
     # Ready after 400 s: its replacement is started 1.5 × 400 + 10 = 610 s before the end.
-    assert not replacement_due(t0, at(400), 60, 300, at(2989))
-    assert replacement_due(t0, at(400), 60, 300, at(2990))
+    assert replacement_due_at(t0, at(400), 60, 300) == at(2990)
     # A lead of half the lifetime or more would chain replacements: never.
-    assert not replacement_due(t0, at(2), 10, 300, at(599))
-    assert not replacement_due(t0, at(1500), 60, 300, at(3599))
+    assert replacement_due_at(t0, at(2), 10, 300) is None
+    assert replacement_due_at(t0, at(1500), 60, 300) is None
+
+
+def test_a_replacement_under_way_is_found_from_the_rows() -> None:
+    """After a restart (nothing in memory) the replica started for an old one is found again,
+    rather than a second one started."""
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def dep(id_: str, created_s: float, **kw: object) -> Deployment:
+        return Deployment(id=id_, created_at=t0 + dt.timedelta(seconds=created_s),
+                          state=kw.get("state", DeploymentState.running),
+                          draining_since=kw.get("draining_since"))  # fmt: skip
+
+    old, other = dep("old", 0), dep("other", 100)
+    fresh = dep("fresh", 3301, state=DeploymentState.starting)
+    due = t0 + dt.timedelta(seconds=3300)
+    assert replacement_of(old, due, [old, other, fresh], set()) is fresh
+    assert replacement_of(old, due, [old, other, fresh], {"fresh"}) is None  # another's
+    assert replacement_of(old, due, [old, other], set()) is None  # none yet: start one
+    gone = dep("gone", 3302, state=DeploymentState.failed)
+    assert replacement_of(old, due, [old, gone], set()) is None
 
 
 @SQLITE

@@ -41,23 +41,39 @@ log = logging.getLogger("agora.autoscaler")
 _FAILURE_WINDOW = dt.timedelta(minutes=10)
 
 
-def replacement_due(
+def replacement_due_at(
     started: dt.datetime,
     ready: dt.datetime,
     time_limit_minutes: int,
     replace_before_seconds: float,
-    now: dt.datetime,
-) -> bool:
-    """Whether a replica whose job began at ``started`` and was ready at ``ready`` needs its
-    replacement now: its time limit ends within the lead, which is ``replace_before_seconds``
-    or, for a replica slow to start, 1.5 × its start-up time + 10 s (a replacement takes as
-    long). Never for a replica whose replacement would be due at once too (an endless chain)."""
+) -> dt.datetime | None:
+    """When a replica whose job began at ``started`` and was ready at ``ready`` needs its
+    replacement: its time limit's end less the lead, which is ``replace_before_seconds`` or, for
+    a replica slow to start, 1.5 × its start-up time + 10 s (a replacement takes as long).
+    None for a replica whose replacement would be due at once too (an endless chain)."""
     startup = max(0.0, (ready - started).total_seconds())
     lead = max(replace_before_seconds, 1.5 * startup + 10)
     if time_limit_minutes * 60 <= 2 * lead:
-        return False
-    ends = started + dt.timedelta(minutes=time_limit_minutes)
-    return (ends - now).total_seconds() <= lead
+        return None
+    return started + dt.timedelta(minutes=time_limit_minutes, seconds=-lead)
+
+
+def replacement_of(
+    old: Deployment, due: dt.datetime, reps: list[Deployment], taken: set[str]
+) -> Deployment | None:
+    """The replica already replacing ``old``: one created since its replacement fell due,
+    not draining, not itself taken. Found from the rows alone, so that a control plane that
+    restarts mid-replacement carries on with it rather than starting another."""
+    for dep in reps:
+        if (
+            dep.id != old.id
+            and dep.id not in taken
+            and dep.draining_since is None
+            and not dep.state.terminal
+            and dep.created_at >= due
+        ):
+            return dep
+    return None
 
 
 @dataclass
@@ -232,19 +248,21 @@ class Autoscaler:
                 continue
             if dep.id in memory.replacing:
                 continue
-            if replacement_due(
+            due = replacement_due_at(
                 dep.started_at,
                 dep.state_since,
                 dep.time_limit_minutes,
                 model.replace_before_seconds,
-                now,
-            ):
-                fresh = self._create(db, model)
+            )
+            if due is not None and now >= due:
+                fresh = replacement_of(dep, due, reps, set(memory.replacing.values()))
+                if fresh is None:
+                    fresh = self._create(db, model)
+                    changed = True
                 memory.replacing[dep.id] = fresh.id
                 log.info(
                     "replacing replica %s of %s (time limit) with %s", dep.id, model.name, fresh.id
                 )
-                changed = True
         return changed
 
     def _backoff(self, db: Session, model: GatewayModel, now: dt.datetime) -> float | None:

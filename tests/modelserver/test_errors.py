@@ -241,3 +241,42 @@ def test_openapi_lists_the_arguments_and_the_file_as_binary(server: Server) -> N
         assert schema["required"] == ["n"]
         train = doc["paths"]["/v2/models/faulty/train/"]["post"]["requestBody"]
         assert "seconds" in train["content"]["multipart/form-data"]["schema"]["properties"]
+
+
+def _metrics(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = httpx.get(f"{server.url}/metrics", headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+
+
+def test_metrics_count_predictions_by_status_and_worker_restarts(
+    server: Server, tmpdir_: Path
+) -> None:
+    assert_problem(httpx.get(f"{server.url}/metrics"), 401, "token")
+    before = _metrics(server)
+    for data in ({"n": "2"}, {"n": "4"}, {}, {"n": "1", "mode": "crash"}):
+        predict(server, data=data)
+    httpx.post(f"{server.url}/v2/models/nope/predict/", data={"n": "2"}, headers=AUTH)
+    assert_still_serving(server, tmpdir_)  # one more 200
+    after = _metrics(server)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    total = "agora_modelserver_predictions_total"
+    assert delta(total, model="faulty", status="200") == 3
+    assert delta(total, model="faulty", status="422") == 1
+    assert delta(total, model="faulty", status="500") == 1
+    assert delta("agora_modelserver_prediction_seconds_count", model="faulty") == 5
+    assert delta("agora_modelserver_worker_restarts_total", model="faulty") == 1
+    assert after[("agora_modelserver_workers_warm", (("model", "faulty"),))] == 1
+    assert after[("agora_modelserver_queue_waiting", (("model", "faulty"),))] == 0
+    assert not [k for k in after if ("model", "nope") in k[1]]  # no label from a path

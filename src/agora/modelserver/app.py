@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -27,9 +28,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agora import __version__
-from agora.modelserver import openapi, uploads
+from agora.modelserver import metrics, openapi, uploads
 from agora.modelserver.arguments import JSON
 from agora.modelserver.errors import ModelServerError, UINotInstalled, UnknownModel
+from agora.modelserver.metrics import ServerMetrics
 from agora.modelserver.model import ServedModel
 from agora.modelserver.pool import Pool, Worker
 from agora.modelserver.training import HEARTBEAT, Trainings, TrainingStore
@@ -134,6 +136,9 @@ class ModelAPI:
             m.name: Pool(m.ref, config.workers, config.queue, config.timeout) for m in models
         }
         self.trainings: Trainings | None = None
+        self.metrics = ServerMetrics(
+            self.pools, lambda: self.trainings.running if self.trainings else 0
+        )
         self.spec = openapi.document(models, __version__)
         # the only files /ui/{name} serves
         self.ui_files = {n: config.swagger_ui_dir / n for n in swagger_ui.VENDOR_FILES}
@@ -143,6 +148,7 @@ class ModelAPI:
         return [
             Route("/", self.versions, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
+            Route("/metrics", self.prometheus, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/swagger.json", self.openapi, methods=["GET"]),
             Route("/ui", self.ui, methods=["GET"]),
@@ -199,6 +205,9 @@ class ModelAPI:
                 "trainings": self.trainings.running if self.trainings else 0,
             }
         )
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
         prefix = _prefix(request)
@@ -274,11 +283,16 @@ class ModelAPI:
     async def predict(self, request: Request, name: str | None = None) -> Response:
         model = self._model(request, name)
         upload = await uploads.read(request, self.config.max_upload_bytes)
-        body, media_type = await self.predicted(model, upload, request.headers)
+        body, media_type = await self.run_predict(model, upload, request.headers)
         # as DEEPaaS sends it: no charset added to text/* types
         return Response(body, headers={"content-type": media_type})
 
-    async def predicted(
+    def predicted(self, name: str, status: int, seconds: float) -> None:
+        """Counts a prediction's answer (for a model served here: no label from any path)."""
+        if name in self.models:
+            self.metrics.predicted(name, status, seconds)
+
+    async def run_predict(
         self, model: ServedModel, upload: uploads.Upload, headers: Mapping[str, str]
     ) -> tuple[bytes, str]:
         """The answer's body and media type for these arguments; closes ``upload``."""
@@ -340,6 +354,7 @@ class _PredictFront:
 
     async def _predict(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         request = Request(scope, receive)
+        started = time.perf_counter()
         try:
             response = await self.api.predict(request, name)
         except ModelServerError as exc:
@@ -347,6 +362,7 @@ class _PredictFront:
         except Exception:
             logger.exception("unexpected error on POST %s", scope["path"])
             response = problem(500, "the model server failed to answer; see its log")
+        self.api.predicted(name, response.status_code, time.perf_counter() - started)
         await response(scope, receive, send)
 
 

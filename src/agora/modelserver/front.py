@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -50,23 +51,27 @@ class _Predict:
         self, reply: Reply, method: str, path: str, headers: Any, read_body: Any
     ) -> None:
         api = self.api
+        token = api.config.token
+        if token is not None and not authorised(headers, token.encode()):
+            await _problem(reply, 401, UNAUTHORISED)
+            return
+        started = time.perf_counter()
         try:
-            token = api.config.token
-            if token is not None and not authorised(headers, token.encode()):
-                await _problem(reply, 401, UNAUTHORISED)
-                return
             model = api.model_named(self.name)
             body: bytes = await read_body()
             given = Headers(raw=headers)
             upload = uploads.parse(self.query, given.get("content-type", ""), body)
-            data, media_type = await api.predicted(model, upload, given)
+            data, media_type = await api.run_predict(model, upload, given)
         except ModelServerError as exc:
+            api.predicted(self.name, exc.status, time.perf_counter() - started)
             await _problem(reply, exc.status, exc.detail, **exc.extra)
             return
         except Exception:
             logger.exception("unexpected error on POST %s", path)
+            api.predicted(self.name, 500, time.perf_counter() - started)
             await _problem(reply, 500, "the model server failed to answer; see its log")
             return
+        api.predicted(self.name, 200, time.perf_counter() - started)
         # as DEEPaaS sends it: no charset added to text/* types
         await reply.answer(200, [(b"content-type", media_type.encode("latin-1"))], data)
 

@@ -263,6 +263,8 @@ class Pool:
         self._warm = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.ready = False
+        #: Workers replaced so far (timeouts, crashes, cancelled calls).
+        self.restarts = 0
 
     async def start(self) -> None:
         workers = [Worker(self.ref) for _ in range(self.size)]
@@ -331,7 +333,13 @@ class Pool:
     def _late(self, what: str) -> str:
         return f"model '{self.ref.name}' {what} longer than the timeout of {self.timeout:g} s"
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a free worker."""
+        return self._waiting
+
     def _replace(self, worker: Worker) -> None:
+        self.restarts += 1
         worker.kill()
         self._all.discard(worker)
         self._warm -= 1

@@ -247,6 +247,10 @@ def test_a_module_on_two_replicas_trains_and_answers(
         for _ in range(10):
             r = http.post(base + "/v2/models/iris/predict/", data=IRIS)
             assert r.status_code == 200 and r.json()["species"] == "setosa", r.text
+        # A replica's own metrics, through the platform.
+        r = http.get(base + "/metrics")
+        assert r.status_code == 200, r.text
+        assert 'agora_modelserver_predictions_total{model="iris",status="200"}' in r.text
 
 
 def _digit_png(index: int = 0) -> tuple[bytes, int]:

@@ -83,11 +83,22 @@ def test_no_replica_in_time_gets_503_after_the_queue_wait(gw: Gateway) -> None:
     assert "retry-after" in err.value.response.headers
 
 
-@SQLITE
-def test_a_failing_replica_is_retried_around_and_ejected(
+def wait_routed(client: openai.OpenAI, replicas: int, name: str = "scaled") -> None:
+    """Until the gateway lists the model with this many ready replicas."""
+
+    def listed() -> int:
+        entry = next(m for m in client.models.list().data if m.id == name)
+        return int((entry.model_extra or {})["ready_replicas"])
+
+    wait_for(lambda: listed() == replicas)
+
+
+def two_replicas_one_told(
     gateway_factory: Callable[..., Gateway], tmp_path: Path
-) -> None:
-    # Health checks every 50 ms, all passing: they must not end the bad replica's ejection.
+) -> tuple[openai.OpenAI, str, str, Path]:
+    """Two running replicas, both routed to; the first fails as the returned file tells it
+    (fake_upstream.py --fail-file). Health checks every 50 ms, all passing: they must not end
+    the bad replica's ejection, which lasts 30 s."""
     gw = gateway_factory(gateway_eject_seconds=30, gateway_health_interval=0.05)
     fail_file = tmp_path / "fail"
     model(gw, min_replicas=2, max_replicas=2, inputs={"fail_file": str(fail_file)})
@@ -95,14 +106,15 @@ def test_a_failing_replica_is_retried_around_and_ejected(
     bad, good = wait_for(lambda: len(ready()) == 2 and ready(), 60)
     _, key = gw.key()
     client = gw.client(key)
-    wait_for(
-        lambda: (
-            next(m for m in client.models.list().data if m.id == "scaled").model_extra[
-                "ready_replicas"
-            ]
-            == 2
-        )
-    )
+    wait_routed(client, 2)
+    return client, bad, good, fail_file
+
+
+@SQLITE
+def test_a_failing_replica_is_retried_around_and_ejected(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    client, bad, good, fail_file = two_replicas_one_told(gateway_factory, tmp_path)
     fail_file.write_text(bad)
     # In turn the two would take half the requests each. The bad one's 500 reaches no client
     # (retried on the good one), and the bad one is ejected for gateway_eject_seconds.
@@ -120,21 +132,7 @@ def test_a_failing_replica_is_retried_around_and_ejected(
 def test_a_stream_cut_before_its_first_event_is_retried(
     gateway_factory: Callable[..., Gateway], tmp_path: Path
 ) -> None:
-    gw = gateway_factory(gateway_eject_seconds=30, gateway_health_interval=0.05)
-    fail_file = tmp_path / "fail"
-    model(gw, min_replicas=2, max_replicas=2, inputs={"fail_file": str(fail_file)})
-    ready = lambda: [r["id"] for r in replicas(gw) if r["state"] == "running"]  # noqa: E731
-    bad, good = wait_for(lambda: len(ready()) == 2 and ready(), 60)
-    _, key = gw.key()
-    client = gw.client(key)
-    wait_for(
-        lambda: (
-            next(m for m in client.models.list().data if m.id == "scaled").model_extra[
-                "ready_replicas"
-            ]
-            == 2
-        )
-    )
+    client, bad, good, fail_file = two_replicas_one_told(gateway_factory, tmp_path)
     fail_file.write_text(f"{bad} break")
     texts = []
     for _ in range(6):
@@ -185,14 +183,7 @@ def test_least_outstanding_routing_spreads_load(gw: Gateway) -> None:
     _, key = gw.key()
     client = gw.client(key)
     # Let every gateway snapshot see both replicas.
-    wait_for(
-        lambda: (
-            next(m for m in client.models.list().data if m.id == "scaled").model_extra[
-                "ready_replicas"
-            ]
-            == 2
-        )
-    )
+    wait_routed(client, 2)
     served: Counter[str] = Counter()
 
     def call() -> None:

@@ -14,10 +14,11 @@ httptools) and 12,800 from aiohttp.web: the upstream should never be what limits
 With ``--framework fastapi`` the same answers come from a FastAPI app under uvicorn (uvloop,
 httptools, one process), the request checked by a pydantic model: an upstream written the
 usual way (vLLM's OpenAI-compatible server is a FastAPI app too), for the gateway's overhead
-against a server that does some work of its own per request.
+against a server that does some work of its own per request. ``--framework starlette`` is the
+same without FastAPI's layer and the model checks (a plain Starlette app under uvicorn).
 
     python benchmarks/fast_upstream.py --port 9000 --key sk-upstream [--host 127.0.0.1]
-        [--framework bare|fastapi]
+        [--framework bare|starlette|fastapi]
 """
 
 from __future__ import annotations
@@ -284,22 +285,76 @@ def fastapi_app(key: str, model: str) -> Any:
     return app
 
 
+def starlette_app(key: str, model: str) -> Any:
+    """The same answers from a plain Starlette app: routing and responses, no model checks."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response, StreamingResponse
+    from starlette.routing import Route
+
+    answers = Answers(model)
+    auth = f"Bearer {key}"
+
+    def refused(request: Request) -> Response | None:
+        if request.headers.get("authorization") != auth:
+            return Response(b'{"error":{"message":"invalid upstream key"}}', 401)
+        return None
+
+    async def health(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def models(request: Request) -> Response:
+        return refused(request) or Response(answers.models, media_type="application/json")
+
+    async def chat(request: Request) -> Response:
+        if (no := refused(request)) is not None:
+            return no
+        try:
+            req = orjson.loads(await request.body())
+            if not isinstance(req.get("messages"), list):
+                raise ValueError
+        except (orjson.JSONDecodeError, AttributeError, ValueError):
+            return Response(b'{"error":{"message":"expected a chat completion"}}', 400)
+        name = req.get("model") or answers.model
+        if req.get("stream"):
+            usage = bool((req.get("stream_options") or {}).get("include_usage"))
+            events = answers.events(name, usage)
+
+            async def stream() -> Any:
+                for event in events:
+                    yield event
+
+            return StreamingResponse(
+                stream(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+            )
+        return Response(answers.completion(name), media_type="application/json")
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/v1/models", models),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--key", default="sk-bench-upstream")
     parser.add_argument("--model", default="bench-model", help="the model /v1/models lists")
-    parser.add_argument("--framework", choices=("bare", "fastapi"), default="bare")
+    parser.add_argument("--framework", choices=("bare", "starlette", "fastapi"), default="bare")
     args = parser.parse_args()
     if args.framework == "bare":
         uvloop.run(serve(args.host, args.port, args.key, args.model))
         return
     import uvicorn
 
-    print(f"FastAPI upstream on http://{args.host}:{args.port}/v1", flush=True)
+    build = fastapi_app if args.framework == "fastapi" else starlette_app
+    print(f"{args.framework} upstream on http://{args.host}:{args.port}/v1", flush=True)
     uvicorn.run(
-        fastapi_app(args.key, args.model),
+        build(args.key, args.model),
         host=args.host,
         port=args.port,
         loop="uvloop",

@@ -1,7 +1,7 @@
 """Latency Agora's inference gateway adds to an OpenAI-compatible upstream, against LiteLLM's proxy.
 
 One run, one machine: a fast upstream written for the benchmark (benchmarks/fast_upstream.py: a
-bare asyncio protocol, or with --upstream fastapi the same answers from a FastAPI app) is
+bare asyncio protocol, or with --upstream starlette|fastapi the same answers from such an app) is
 called directly, through Agora's gateway (`agora up`, with key checks, limits and metering
 on) and through LiteLLM's proxy (`litellm[proxy]`, one worker, a master key, no database) that
 is configured with the same upstream and key. For non-streaming and streaming chat completions:
@@ -636,9 +636,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--upstream",
-        choices=("bare", "fastapi"),
+        choices=("bare", "starlette", "fastapi"),
         default="bare",
-        help="the upstream: a bare asyncio protocol, or a FastAPI app (fast_upstream.py)",
+        help="the upstream: a bare asyncio protocol, a Starlette or a FastAPI app "
+        "(fast_upstream.py)",
     )
     parser.add_argument("--logs", type=Path, help="keep the servers' logs in this folder")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")

@@ -182,7 +182,7 @@ class LeanProtocol(HttpToolsProtocol):
     # --- the parser's callbacks -------------------------------------------------------------
 
     def on_headers_complete(self) -> None:
-        path, _, query = self.url.partition(b"?")
+        path, _, query = self.url.partition(b"#")[0].partition(b"?")  # no fragment, as ASGI
         route = None
         if self.lean and b"%" not in path and path.isascii() and not self.parser.should_upgrade():
             route = self.lean_route(path, query)
@@ -353,6 +353,7 @@ class LeanCycle(Reply):
     def _write_whole(self, status: int, ctype: bytes, body: bytes, retry_after: int | None) -> None:
         if self.disconnected or self.response_complete:
             return
+        self._unread_body_ends_connection()
         self.started = True
         head = [
             STATUS_LINE[status],
@@ -375,6 +376,7 @@ class LeanCycle(Reply):
     async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         if self.disconnected or self.response_complete:
             return
+        self._unread_body_ends_connection()
         self.started = True
         head = [_status_line(status), _Defaults.get(self.proto.server_state.default_headers)]
         head += [name + b": " + value + b"\r\n" for name, value in headers]
@@ -473,6 +475,13 @@ class LeanCycle(Reply):
         self._complete()
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def _unread_body_ends_connection(self) -> None:
+        """Answered before asking for a body the client holds back (``Expect: 100-continue``):
+        it will never come, so what follows on the connection could not be read apart from
+        it. The connection ends with this answer."""
+        if self.expect_100 and self.more_body:
+            self.keep_alive = False
 
     def _complete(self) -> None:
         self.response_complete = True

@@ -280,3 +280,36 @@ def test_metrics_count_predictions_by_status_and_worker_restarts(
     assert after[("agora_modelserver_workers_warm", (("model", "faulty"),))] == 1
     assert after[("agora_modelserver_queue_waiting", (("model", "faulty"),))] == 0
     assert not [k for k in after if ("model", "nope") in k[1]]  # no label from a path
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    got = b""
+    while data := sock.recv(65536):
+        got += data
+    return got
+
+
+def test_a_fragment_is_not_part_of_the_query(server: Server) -> None:
+    with _raw(server) as sock:
+        sock.sendall(
+            b"POST /v2/models/faulty/predict/?n=4#frag HTTP/1.1\r\nHost: t\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: 0\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert b'"n":4' in answer
+
+
+def test_an_answer_before_a_held_back_body_ends_the_connection(server: Server) -> None:
+    """Expect: 100-continue, refused before the body was asked for: the body never comes, so
+    the connection ends rather than read the next request as that body."""
+    with _raw(server) as sock:
+        sock.sendall(
+            b"POST /v2/models/faulty/predict/ HTTP/1.1\r\nHost: t\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 3\r\n\r\n"
+        )
+        answer = _read_all(sock)  # ends: the server closed the connection
+    assert answer.startswith(b"HTTP/1.1 401"), answer
+    assert b"connection: close" in answer.lower()

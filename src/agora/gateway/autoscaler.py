@@ -62,8 +62,9 @@ def replacement_of(
     old: Deployment, due: dt.datetime, reps: list[Deployment], taken: set[str]
 ) -> Deployment | None:
     """The replica already replacing ``old``: one created since its replacement fell due,
-    not draining, not itself taken. Found from the rows alone, so that a control plane that
-    restarts mid-replacement carries on with it rather than starting another."""
+    not draining, not ``taken`` (replacing another, or being replaced itself). Found from the
+    rows alone, so that a control plane that restarts mid-replacement carries on with it
+    rather than starting another."""
     for dep in reps:
         if (
             dep.id != old.id
@@ -255,7 +256,8 @@ class Autoscaler:
                 model.replace_before_seconds,
             )
             if due is not None and now >= due:
-                fresh = replacement_of(dep, due, reps, set(memory.replacing.values()))
+                taken = set(memory.replacing) | set(memory.replacing.values())
+                fresh = replacement_of(dep, due, reps, taken)
                 if fresh is None:
                     fresh = self._create(db, model)
                     changed = True

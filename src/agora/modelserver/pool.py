@@ -339,12 +339,12 @@ class Pool:
         return self._waiting
 
     def _replace(self, worker: Worker) -> None:
-        self.restarts += 1
         worker.kill()
         self._all.discard(worker)
         self._warm -= 1
         if not self.ready:  # closed: nothing would stop a new worker
             return
+        self.restarts += 1
         task = asyncio.get_running_loop().create_task(self._start_one())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -243,10 +243,23 @@ class ChatRequest(BaseModel):
     stream_options: StreamOptions | None = None
 
 
+def sse(events: list[bytes]) -> Any:
+    """A Starlette (and FastAPI) streaming answer of these SSE events, one write each."""
+    from starlette.responses import StreamingResponse
+
+    async def stream() -> Any:
+        for event in events:
+            yield event
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+    )
+
+
 def fastapi_app(key: str, model: str) -> Any:
     """The same answers from FastAPI: a pydantic request model, JSON and streaming responses."""
     from fastapi import FastAPI, Header, HTTPException
-    from fastapi.responses import Response, StreamingResponse
+    from fastapi.responses import Response
 
     answers = Answers(model)
     auth = f"Bearer {key}"
@@ -271,15 +284,7 @@ def fastapi_app(key: str, model: str) -> Any:
         name = req.model or answers.model
         if req.stream:
             usage = req.stream_options is not None and req.stream_options.include_usage
-            events = answers.events(name, usage)
-
-            async def stream() -> Any:
-                for event in events:
-                    yield event
-
-            return StreamingResponse(
-                stream(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
-            )
+            return sse(answers.events(name, usage))
         return Response(answers.completion(name), media_type="application/json")
 
     return app
@@ -289,7 +294,7 @@ def starlette_app(key: str, model: str) -> Any:
     """The same answers from a plain Starlette app: routing and responses, no model checks."""
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import Response, StreamingResponse
+    from starlette.responses import Response
     from starlette.routing import Route
 
     answers = Answers(model)
@@ -318,15 +323,7 @@ def starlette_app(key: str, model: str) -> Any:
         name = req.get("model") or answers.model
         if req.get("stream"):
             usage = bool((req.get("stream_options") or {}).get("include_usage"))
-            events = answers.events(name, usage)
-
-            async def stream() -> Any:
-                for event in events:
-                    yield event
-
-            return StreamingResponse(
-                stream(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
-            )
+            return sse(answers.events(name, usage))
         return Response(answers.completion(name), media_type="application/json")
 
     return Starlette(

@@ -1,16 +1,25 @@
 """Metering: one record per gateway request (who, which model, tokens, latency, status), kept
 in memory and written in batches by a background task, never on the request path. Prompts and
-outputs are never part of a record."""
+outputs are never part of a record.
+
+On SQLite (3.38 and later) a batch goes in as one statement over one JSON parameter
+(``json_each``), not ``executemany``: the driver takes the GIL back after every row of an
+``executemany``, and with the event loop busy each of those waits for the interpreter's switch
+interval (5 ms), so a batch of 5,000 rows took 11 s and slowed the request path meanwhile. One
+statement releases the GIL once for the whole batch (90 ms for 5,000 rows, the loop unhindered).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import insert
 
 from agora.db import Database
@@ -36,6 +45,7 @@ class Usage(NamedTuple):
 
 
 _COLUMNS = Usage._fields
+_SQLITE_ARROWS = sqlite3.sqlite_version_info >= (3, 38, 0)  # JSON's ->> operator
 
 
 class UsageRecorder:
@@ -53,7 +63,9 @@ class UsageRecorder:
         #: How many records at the head of ``_pending`` a failed flush put back (seen already).
         self._retried = 0
         self._lock = threading.Lock()
-        self._insert: tuple[str, list[int] | None] | None = None
+        self._sql: str | None = None
+        self._order: list[int] | None = None
+        self._json = db.engine.dialect.name == "sqlite" and _SQLITE_ARROWS
         self.dropped = 0
 
     def record(self, usage: Usage) -> None:
@@ -63,18 +75,23 @@ class UsageRecorder:
             return
         self._pending.append(usage)
 
-    def _statement(self) -> tuple[str, list[int] | None]:
-        """The INSERT in the driver's own parameter style, and for positional styles the order
-        of the values (the driver's executemany, without SQLAlchemy's per-row processing)."""
-        if self._insert is None:
+    def _statement(self) -> str:
+        """The INSERT: on SQLite over one JSON array parameter (rows in ``_COLUMNS``' order),
+        else in the driver's own parameter style for its executemany, without SQLAlchemy's
+        per-row processing (``_order``: for positional styles, the order of the values)."""
+        if self._sql is None and self._json:
+            table = UsageRecord.__tablename__
+            values = ", ".join(f"value->>{i}" for i in range(len(_COLUMNS)))
+            columns = ", ".join(_COLUMNS)
+            self._sql = f"INSERT INTO {table} ({columns}) SELECT {values} FROM json_each(?)"  # noqa: S608 - names from the model
+        if self._sql is None:
             compiled = insert(UsageRecord.__table__).compile(  # type: ignore[arg-type]
                 dialect=self.db.engine.dialect, column_keys=list(_COLUMNS)
             )
-            order = None
             if compiled.positional:
-                order = [_COLUMNS.index(name) for name in compiled.positiontup or ()]
-            self._insert = (str(compiled), order)
-        return self._insert
+                self._order = [_COLUMNS.index(name) for name in compiled.positiontup or ()]
+            self._sql = str(compiled)
+        return self._sql
 
     def flush(self) -> int:
         with self._lock:
@@ -87,9 +104,24 @@ class UsageRecorder:
                 self.observer(batch[seen:])
             except Exception:
                 log.exception("could not count usage records in the metrics")
-        sql, order = self._statement()
+        try:
+            sql = self._statement()
+            params = self._params(batch)
+            with self.db.transaction() as session:
+                session.connection().exec_driver_sql(sql, params)
+        except Exception:
+            with self._lock:  # try again with the next batch
+                kept = batch[: self.max_pending - len(self._pending)]
+                self._pending[:0] = kept
+                self._retried = len(kept)
+            raise
+        return len(batch)
+
+    def _params(self, batch: list[Usage]) -> Any:
+        """The batch as ``_statement``'s parameters: on SQLite one JSON text (the GIL let go
+        once, not per row), else rows in the driver's style for its executemany."""
         stamp = _sqlite_time if self.db.engine.dialect.name == "sqlite" else _aware
-        rows: list[Any] = [
+        rows = [
             (
                 stamp(u.time),
                 u.user_id,
@@ -105,20 +137,14 @@ class UsageRecorder:
             )
             for u in batch
         ]
+        if self._json:
+            return (orjson.dumps(rows).decode(),)
+        order = self._order
         if order is None:
-            rows = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
-        elif order != list(range(len(_COLUMNS))):
-            rows = [tuple(row[i] for i in order) for row in rows]
-        try:
-            with self.db.transaction() as session:
-                session.connection().exec_driver_sql(sql, rows)
-        except Exception:
-            with self._lock:  # try again with the next batch
-                kept = batch[: self.max_pending - len(self._pending)]
-                self._pending[:0] = kept
-                self._retried = len(kept)
-            raise
-        return len(rows)
+            return [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+        if order != list(range(len(_COLUMNS))):
+            return [tuple(row[i] for i in order) for row in rows]
+        return rows
 
     async def run(self, interval: float) -> None:
         while True:

@@ -87,6 +87,10 @@ class Reply(abc.ABC):
     (the gateway's, the model server's predict) write only through this."""
 
     started = False  # the status line went out: no error answer is possible any more
+    #: The gateway's streams: (tokens in, tokens out) from the latest usage seen, and whether
+    #: ``data: [DONE]`` went out (the answer is whole)
+    usage: tuple[int, int] | None = None
+    finished = False
 
     @property
     def gone(self) -> bool:
@@ -181,12 +185,26 @@ class LeanProtocol(HttpToolsProtocol):
 
     # --- the parser's callbacks -------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        # uvicorn's, less the ASGI scope: on_headers_complete makes that for ASGI requests only.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _make_scope(self) -> None:
+        """uvicorn's scope for this request (its on_message_begin, keeping what came since)."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+
     def on_headers_complete(self) -> None:
         path, _, query = self.url.partition(b"#")[0].partition(b"?")  # no fragment, as ASGI
         route = None
         if self.lean and b"%" not in path and path.isascii() and not self.parser.should_upgrade():
             route = self.lean_route(path, query)
         if route is None:
+            self._make_scope()
             super().on_headers_complete()
             return
         handler, limit = route
@@ -248,8 +266,6 @@ class LeanCycle(Reply):
     ) -> None:
         self.proto = proto
         self.max_body = max_body
-        self.chunked = True  # a streamed body's framing (False: a known Content-Length)
-        self.bodiless = False  # an answer that has no body (HEAD, 204, 304)
         self.transport = proto.transport
         self.method = method
         self.path = path
@@ -258,19 +274,28 @@ class LeanCycle(Reply):
         self.headers = proto.headers
         self.expect_100 = proto.expect_100_continue
         self.on_response = proto.on_response_complete
-        self.message_event = self  # uvicorn calls message_event.set() when the client leaves
         self.parts: list[bytes] = []
-        self.size = 0
-        self.more_body = True
-        self.too_big = False
-        self.disconnected = False
-        self.started = False
-        self.response_complete = False
-        self.streaming = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
         self._out: list[bytes] = []
-        self._flusher: asyncio.Handle | None = None
+
+    # What every cycle starts with (class attributes, so that __init__, once per request, sets
+    # only what differs).
+    chunked = True  # a streamed body's framing (False: a known Content-Length)
+    bodiless = False  # an answer that has no body (HEAD, 204, 304)
+    size = 0
+    more_body = True
+    too_big = False
+    disconnected = False
+    started = False
+    response_complete = False
+    streaming = False
+    _waiter: asyncio.Future[None] | None = None
+    _task: asyncio.Task[None] | None = None
+    _flusher: asyncio.Handle | None = None
+
+    @property
+    def message_event(self) -> LeanCycle:
+        """uvicorn calls ``message_event.set()`` when the client leaves."""
+        return self
 
     # --- the protocol's side ----------------------------------------------------------------
 

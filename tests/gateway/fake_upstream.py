@@ -138,6 +138,7 @@ def build(args: argparse.Namespace) -> web.Application:
             }
             await response.write(b"data: " + orjson.dumps(obj) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
+        await asyncio.sleep(args.end_delay)  # the stream's end comes later than [DONE]
         await response.write_eof()
         return response
 
@@ -173,6 +174,7 @@ def main() -> None:
     parser.add_argument("--name", default="replica")
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--chunk-delay", type=float, default=0.0)
+    parser.add_argument("--end-delay", type=float, default=0.0)
     parser.add_argument("--words", type=int, default=5)
     parser.add_argument("--fail-status", type=int, default=0)
     parser.add_argument("--fail-file", default="")

@@ -143,6 +143,62 @@ def test_a_client_leaving_mid_stream_cancels_the_request(front: Gateway, key: st
     c.close()
 
 
+def test_a_client_closing_at_done_is_metered_with_its_tokens(
+    front: Gateway, upstreams: Callable[..., str]
+) -> None:
+    """Clients may close the connection at "data: [DONE]", before the stream's end reached them
+    (here the upstream ends its stream 2 s after [DONE]): the answer was whole, so it is
+    metered as answered, with its tokens counted against the limits."""
+    front.external("late-end", upstreams("--end-delay", "2"))
+    key_id, key = front.key()
+    # 7 + 5 tokens a request: once they are counted, this key has no room left this minute.
+    r = front.api("PUT", f"/projects/default/keys/{key_id}/limits", json={"tpm": 12})
+    assert r.status_code == 200, r.text
+    c = Conn(front)
+    body = orjson.dumps(
+        {
+            "model": "late-end",
+            "messages": MSG,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    )
+    c.send(_request(key, body))
+    status, _ = c.head()
+    assert status == 200
+    while b"data: [DONE]" not in c.buf:
+        assert c._fill()
+    c.close()
+
+    assert front.usage_statuses(until=200) == [200]
+    rows = front.wait_usage(1)
+    assert [(r["tokens_in"], r["tokens_out"]) for r in rows] == [(7, 5)], rows
+    c = Conn(front)
+    c.send(_request(key, body))
+    status, _, answer = c.response()
+    assert status == 429 and b"Token rate limit" in answer, answer
+    c.close()
+
+
+def test_a_timeout_after_done_is_metered_as_answered(
+    front: Gateway, upstreams: Callable[..., str]
+) -> None:
+    """The total timeout (1 s) runs out between [DONE] and the stream's end (2 s later): the
+    client has the whole answer, the stream is ended properly, and it is metered as answered
+    with its tokens, not as a 504 without them."""
+    front.external("late-end", upstreams("--end-delay", "2"), total_timeout=1)
+    key = front.key()[1]
+    body = {"model": "late-end", "messages": MSG, "stream": True}
+    c = Conn(front)
+    c.send(_request(key, orjson.dumps(body)))
+    status, _, answer = c.response()
+    assert status == 200 and answer.endswith(b"data: [DONE]\n\n"), answer
+    c.close()
+    assert front.usage_statuses(until=200) == [200]
+    rows = front.wait_usage(1)
+    assert [(r["tokens_in"], r["tokens_out"]) for r in rows] == [(7, 5)], rows
+
+
 def test_http_1_0_and_head_and_errors(front: Gateway, key: str) -> None:
     c = Conn(front)
     c.send(f"GET /v1/models HTTP/1.0\r\nAuthorization: Bearer {key}\r\n\r\n".encode())

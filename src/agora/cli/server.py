@@ -136,8 +136,10 @@ def up(
     import uvicorn
 
     from agora.gateway.front import GatewayProtocol
+    from agora.runtime import freeze_heap
 
     try:
+        freeze_heap()
         # /v1 is answered by the gateway straight from the HTTP parser, without ASGI.
         uvicorn.run(
             app,
@@ -202,9 +204,11 @@ def gateway(
     import uvicorn
 
     from agora.gateway.front import GatewayProtocol
+    from agora.runtime import freeze_heap
 
     try:
         if workers == 1:
+            freeze_heap()
             # /v1 is answered by the gateway straight from the HTTP parser, without ASGI.
             uvicorn.run(
                 standalone(runtime),

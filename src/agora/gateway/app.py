@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import logging
 import secrets
@@ -149,6 +148,8 @@ class Gateway:
         endpoint = ""
         stream = False
         forwarding = False
+        limits: tuple[Limit, ...] = ()
+        metered = False
         try:
             if path == "/v1/models" or path == "/v1/models/":
                 if method not in ("GET", "HEAD"):
@@ -218,6 +219,7 @@ class Gateway:
             status, tokens_in, tokens_out = await self.forwarder.forward_to(
                 reply, model, endpoint, req, body
             )
+            metered = True  # a cancellation from here on (the tokens' await) meters nothing more
             self._meter(caller, model, endpoint, tokens_in, tokens_out, started, status, stream)
             if limits and (tokens_in or tokens_out):
                 # The answer is sent already: metering here delays nobody.
@@ -226,13 +228,37 @@ class Gateway:
             if forwarding and caller is not None and model is not None:
                 # No capacity (503), a timeout (504), an upstream that broke off (502): metered,
                 # so that usage shows what failed.
-                self._meter(caller, model, endpoint, 0, 0, started, exc.status, stream)
+                await self._meter_cut(
+                    reply, caller, model, endpoint, started, exc.status, stream, limits
+                )
             await reply.error(exc)
         except asyncio.CancelledError:
             # The client went away (the lean front cancels its request): meter what it cost.
-            if caller is not None and model is not None and reply.gone:
-                self._meter(caller, model, endpoint, 0, 0, started, 499, stream)
+            if caller is not None and model is not None and reply.gone and not metered:
+                await self._meter_cut(reply, caller, model, endpoint, started, 499, stream, limits)
             raise
+
+    async def _meter_cut(
+        self,
+        reply: Reply,
+        caller: Caller,
+        model: ModelEntry,
+        endpoint: str,
+        started: float,
+        status: int,
+        stream: bool,
+        limits: tuple[Limit, ...],
+    ) -> None:
+        """Meter a forwarded request that ended without its answer's end: a timeout, or the
+        client leaving. The tokens a stream's usage showed count (and against the limits); a
+        stream whose ``data: [DONE]`` went out was answered in full, so it is a 200 (clients
+        may close the connection there, before the stream's end reaches them)."""
+        tokens_in, tokens_out = reply.usage or (0, 0)
+        if reply.finished:
+            status = 200
+        self._meter(caller, model, endpoint, tokens_in, tokens_out, started, status, stream)
+        if limits and (tokens_in or tokens_out):
+            await self._add_tokens(limits, tokens_in + tokens_out)
 
     async def _add_tokens(self, limits: tuple[Limit, ...], tokens: int) -> None:
         try:
@@ -311,20 +337,8 @@ class Gateway:
         return await self._caller_of(scope["method"], scope["headers"])
 
     async def _caller_of(self, method: str, headers: list[tuple[bytes, bytes]]) -> Caller:
-        authorization = cookie = csrf = project = origin = referer = None
-        for name, value in headers:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"cookie":
-                cookie = value
-            elif name == b"x-csrf-token":
-                csrf = value
-            elif name == b"x-agora-project":
-                project = value
-            elif name == b"origin":
-                origin = value
-            elif name == b"referer":
-                referer = value
+        named = dict(headers)  # the last of a repeated header, as a loop over them would give
+        authorization = named.get(b"authorization")
         if authorization is not None:
             scheme, _, token = authorization.partition(b" ")
             token = token.strip()
@@ -346,10 +360,19 @@ class Gateway:
                     "insufficient_scope",
                 )
             assert caller.key_id is not None
-            self.rt.key_usage.touch(caller.key_id, dt.datetime.now(dt.UTC))
+            self.rt.key_usage.touch_now(caller.key_id)
             return caller
+        cookie = named.get(b"cookie")
         if cookie is not None:
-            signed_in = session_token(method, self.rt, cookie, csrf, origin, referer)
+            project = named.get(b"x-agora-project")
+            signed_in = session_token(
+                method,
+                self.rt,
+                cookie,
+                named.get(b"x-csrf-token"),
+                named.get(b"origin"),
+                named.get(b"referer"),
+            )
             snapshot = await self.directory.current()
             caller = self.sessions.get(snapshot, signed_in, project)
             if caller is None:
@@ -454,6 +477,9 @@ def standalone(runtime: Runtime) -> Standalone:
 
 def standalone_from_env() -> Standalone:
     """A worker of ``agora gateway --workers N``: settings from the environment."""
+    from agora.runtime import freeze_heap
     from agora.settings import Settings
 
-    return Standalone(Runtime.create(Settings()))
+    app = Standalone(Runtime.create(Settings()))
+    freeze_heap()
+    return app

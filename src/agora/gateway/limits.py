@@ -28,7 +28,7 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -74,14 +74,17 @@ class Limit:
         """The limits in the order of ``Kind``."""
         return (self.rpm, self.tpm, self.tokens_per_day, self.tokens_per_month)
 
-    @property
-    def active(self) -> bool:
-        return (
+    #: Any field set (a limit with none is ignored); computed once, read per request.
+    active: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        active = (
             self.rpm is not None
             or self.tpm is not None
             or self.tokens_per_day is not None
             or self.tokens_per_month is not None
         )
+        object.__setattr__(self, "active", active)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,44 +235,87 @@ class Limiter(abc.ABC):
 
 
 class MemoryLimiter(Limiter):
-    """Counters in this process; one lock makes admit atomic across threads and event loops."""
+    """Counters in this process; one lock makes admit atomic across threads and event loops.
+
+    Written for the request path (an admit and a token count per request): the counters' names
+    are made once a minute per scope, the windows' checks are unrolled, and a counter's expiry is
+    set when it is created (its name carries its window, so it is never read after that).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._expiry: dict[str, float] = {}
-        self._pruned_minute = 0
+        self._minute = -1  # the minute the names below are for; counters pruned when it changes
+        self._day_month = (0, 0)
+        self._names: dict[str, list[str]] = {}
+
+    def _names_of(self, scope: str, now: float) -> list[str]:
+        """``_Windows.keys(scope)`` for the minute of ``now`` (under the lock)."""
+        minute = math.floor(now / 60)
+        if minute != self._minute:
+            self._minute = minute
+            day = math.floor(now / 86400)
+            self._day_month = (day, _month_of(day)[0])
+            self._names = {}
+            for key in [k for k, at in self._expiry.items() if at <= now]:
+                del self._counts[key], self._expiry[key]
+        names = self._names.get(scope)
+        if names is None:
+            names = self._names[scope] = _keys(scope, minute, *self._day_month)
+        return names
 
     async def admit(self, limits: Sequence[Limit], now: float | None = None) -> Refusal | None:
-        active = [limit for limit in limits if limit.active]
-        if not active:
-            return None
-        w = _Windows.at(now)
-        keys = [w.keys(limit.scope) for limit in active]
+        t = time.time() if now is None else now
+        keep = 1 - (t / 60 - math.floor(t / 60))  # the previous minute's weight
         counts = self._counts
+        get = counts.get
         with self._lock:
-            self._prune(w)
-            for limit, names in zip(active, keys, strict=True):
-                if refusal := w.check(limit, [counts.get(k, 0) for k in names]):
-                    return refusal
-            expires = w.now + _TTL_MINUTE
-            for names in keys:
-                key = names[0]
-                counts[key] = counts.get(key, 0) + 1
-                self._expiry[key] = expires
+            taken = []
+            for limit in limits:
+                if not limit.active:
+                    continue
+                names = self._names_of(limit.scope, t)
+                # _Windows.check, unrolled: estimate(previous, current) + 1 > limit.
+                value = limit.rpm
+                if value is not None and (
+                    get(names[1], 0) * keep + get(names[0], 0) + 1 > value + _EPS
+                ):
+                    return _Windows.at(t).refusal(limit, "rpm", get(names[1], 0), get(names[0], 0))
+                value = limit.tpm
+                if value is not None and (
+                    get(names[3], 0) * keep + get(names[2], 0) + 1 > value + _EPS
+                ):
+                    return _Windows.at(t).refusal(limit, "tpm", get(names[3], 0), get(names[2], 0))
+                value = limit.tokens_per_day
+                if value is not None and get(names[4], 0) + 1 > value + _EPS:
+                    return _Windows.at(t).refusal(limit, "day", 0, get(names[4], 0))
+                value = limit.tokens_per_month
+                if value is not None and get(names[5], 0) + 1 > value + _EPS:
+                    return _Windows.at(t).refusal(limit, "month", 0, get(names[5], 0))
+                taken.append(names[0])
+            for key in taken:
+                count = get(key)
+                if count is None:
+                    counts[key] = 1
+                    self._expiry[key] = t + _TTL_MINUTE
+                else:
+                    counts[key] = count + 1
         return None
 
     async def add_tokens(
         self, limits: Sequence[Limit], tokens: int, now: float | None = None
     ) -> None:
-        w = _Windows.at(now)
+        if tokens <= 0:
+            return
+        t = time.time() if now is None else now
         with self._lock:
             for limit in limits:
-                if limit.active and tokens > 0:
-                    names = w.keys(limit.scope)
-                    self._add(names[2], tokens, w.now + _TTL_MINUTE)
-                    self._add(names[4], tokens, w.now + _TTL_DAY)
-                    self._add(names[5], tokens, w.now + _TTL_MONTH)
+                if limit.active:
+                    names = self._names_of(limit.scope, t)
+                    self._add(names[2], tokens, t + _TTL_MINUTE)
+                    self._add(names[4], tokens, t + _TTL_DAY)
+                    self._add(names[5], tokens, t + _TTL_MONTH)
 
     async def snapshot(self, limit: Limit, now: float | None = None) -> dict[str, int]:
         w = _Windows.at(now)
@@ -277,15 +323,12 @@ class MemoryLimiter(Limiter):
             return w.snapshot([self._counts.get(k, 0) for k in w.keys(limit.scope)])
 
     def _add(self, key: str, amount: int, expires: float) -> None:
-        self._counts[key] = self._counts.get(key, 0) + amount
-        self._expiry[key] = expires
-
-    def _prune(self, w: _Windows) -> None:
-        if w.minute == self._pruned_minute:
-            return
-        self._pruned_minute = w.minute
-        for key in [k for k, at in self._expiry.items() if at <= w.now]:
-            del self._counts[key], self._expiry[key]
+        count = self._counts.get(key)
+        if count is None:
+            self._counts[key] = amount
+            self._expiry[key] = expires
+        else:
+            self._counts[key] = count + amount
 
 
 # Several admits, evaluated one after the other as one atomic step. KEYS: six per limit (as

@@ -346,7 +346,7 @@ class Forwarder:
                     # Only a usage object counts (servers send "usage": null in every chunk).
                     ready, found = _take_usage(ready, client_usage)
                     if found is not None:
-                        tokens = found
+                        tokens = reply.usage = found  # metered even if the client leaves now
                 if rename is not None:
                     ready = ready.replace(*rename)
                 if ready:
@@ -354,6 +354,8 @@ class Forwarder:
                         started = True
                         await reply.start_stream()
                     await reply.chunk(ready)
+                    if b"data: [DONE]" in ready:
+                        reply.finished = True
             if not started:  # an empty stream
                 started = True
                 await reply.start_stream()
@@ -367,6 +369,7 @@ class Forwarder:
             if not started:
                 log.warning("model %s: a replica broke off before its first event: %s",
                             model.name, exc)  # fmt: skip
+                reply.usage = None  # retried: what this attempt showed does not count
                 return "its server broke off the stream before its first event"
             await _stream_broken(reply)
         finally:

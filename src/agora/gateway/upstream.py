@@ -137,14 +137,16 @@ class Response:
         """Body bytes as they arrive, joined per wake-up."""
         while True:
             if not self._chunks:
-                self._waiter = self._loop.create_future()
+                waiter = self._waiter = self._loop.create_future()
+                # One timer, not asyncio.timeout's machinery: this runs for every wait.
+                timer = self._loop.call_later(read_timeout, _expire, waiter)
                 try:
-                    async with asyncio.timeout(read_timeout):  # no task, unlike wait_for
-                        await self._waiter
+                    await waiter
                 except TimeoutError:
                     self.conn.close()
                     raise
                 finally:
+                    timer.cancel()
                     self._waiter = None
             parts = []
             end = False
@@ -197,12 +199,16 @@ class Pool:
         else:
             conn.close()
 
-    async def get(self, connect_timeout: float, fresh: bool = False) -> tuple[_Conn, bool]:
-        """A connection, and whether it was reused from the idle ones."""
-        while self.idle and not fresh:
+    def take(self) -> _Conn | None:
+        """An idle connection still open, if any (no coroutine: the usual case)."""
+        while self.idle:
             conn = self.idle.pop()
             if not conn.closed:
-                return conn, True
+                return conn
+        return None
+
+    async def connect(self, connect_timeout: float) -> _Conn:
+        """A new connection."""
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
@@ -213,7 +219,7 @@ class Pool:
             raise UpstreamError(f"no connection within {connect_timeout:g} s") from None
         except OSError as exc:
             raise UpstreamError(f"cannot connect: {exc.strerror or exc}") from None
-        return conn, False
+        return conn
 
     def close(self) -> None:
         for conn in self.idle:
@@ -307,7 +313,10 @@ class Client:
         loop = asyncio.get_running_loop()
         fresh = False
         while True:
-            conn, reused = await pool.get(connect_timeout, fresh)
+            conn = None if fresh else pool.take()
+            reused = conn is not None
+            if conn is None:
+                conn = await pool.connect(connect_timeout)
             response = Response(conn, loop)
             conn.response = response
             timer = None

@@ -20,6 +20,9 @@ The targets are printed with PASS/FAIL; raw figures go to benchmarks/results/gat
     python benchmarks/gateway_latency.py --upstream fastapi   (the upstream a FastAPI app)
     python benchmarks/gateway_latency.py --agora-url http://127.0.0.1:8000 --agora-key agora_…
         --upstream-port 9000                     (a running gateway with bench-model → :9000)
+    python benchmarks/gateway_latency.py --gateway-workers 4
+        (Agora measured through `agora gateway --workers 4` beside `agora up`: the scale-out
+        gateway, limits shared through a redis-server started for the run)
 
 LiteLLM lives in its own virtual environment (benchmarks/.venv-litellm, from
 benchmarks/requirements-litellm.txt), made here if missing; wrk comes from Debian's packages
@@ -237,20 +240,48 @@ def start_litellm(procs: Processes, tmp: Path, upstream: Target) -> tuple[Target
     return Target("litellm", f"http://127.0.0.1:{port}/v1", LITELLM_KEY), (proc, log, port)
 
 
-def start_agora(procs: Processes, tmp: Path) -> tuple[str, Any]:
-    port = free_port()
-    data = tmp / "agora"
-    data.mkdir()
+def agora_env(tmp: Path, port: int, redis_url: str | None) -> dict[str, str]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AGORA_")},
-        "AGORA_DATA_DIR": str(data),
+        "AGORA_DATA_DIR": str(tmp / "agora"),
         "AGORA_PORT": str(port),
         "AGORA_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
         "AGORA_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "AGORA_LOG_LEVEL": "warning",
     }
+    if redis_url:
+        env["AGORA_REDIS_URL"] = redis_url
+    return env
+
+
+def start_agora(procs: Processes, tmp: Path, redis_url: str | None = None) -> tuple[str, Any]:
+    port = free_port()
+    (tmp / "agora").mkdir()
+    env = agora_env(tmp, port, redis_url)
     proc, log = procs.start("agora", [sys.executable, "-m", "agora.cli.main", "up"], env=env)
     return f"http://127.0.0.1:{port}", (proc, log, port)
+
+
+def start_redis(procs: Processes) -> str:
+    """A redis-server of its own for the run (Debian's package), nothing kept on disk."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        sys.exit("--gateway-workers needs redis-server (apt-get install redis-server)")
+    port = free_port()
+    cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc, log = procs.start("redis", cmd)
+    wait_port(port, proc, log, 30)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def start_gateways(procs: Processes, tmp: Path, redis_url: str, workers: int) -> str:
+    """`agora gateway --workers N` on the database of the `agora up` already running."""
+    port = free_port()
+    env = agora_env(tmp, port, redis_url)
+    cmd = [sys.executable, "-m", "agora.cli.main", "gateway", "--workers", str(workers)]
+    proc, log = procs.start("agora-gateway", cmd, env=env)
+    wait_port(port, proc, log, 120)
+    return f"http://127.0.0.1:{port}"
 
 
 def expect(r: httpx.Response, status: int) -> dict[str, Any]:
@@ -641,6 +672,13 @@ def main() -> None:
         help="the upstream: a bare asyncio protocol, a Starlette or a FastAPI app "
         "(fast_upstream.py)",
     )
+    parser.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=0,
+        help="measure Agora through `agora gateway --workers N` (limits in Redis) beside "
+        "`agora up`, not `agora up` itself",
+    )
     parser.add_argument("--logs", type=Path, help="keep the servers' logs in this folder")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--out", type=Path, help="raw figures (default: results/gateway_latency"
@@ -648,6 +686,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.out is None:
         suffix = "" if args.upstream == "bare" else f"-{args.upstream}"
+        if args.gateway_workers:
+            suffix += f"-workers{args.gateway_workers}"
         args.out = BENCH / f"results/gateway_latency{suffix}.json"
     names = ["direct"] + [t for t in args.targets.split(",") if t and t != "direct"]
     if args.agora_url and "agora" not in names:
@@ -690,9 +730,13 @@ def main() -> None:
                 base = args.agora_url.rstrip("/").removesuffix("/v1")
                 targets["agora"] = Target("agora", base + "/v1", args.agora_key)
             else:
-                url, pending["agora"] = start_agora(procs, tmp)
+                redis_url = start_redis(procs) if args.gateway_workers else None
+                url, pending["agora"] = start_agora(procs, tmp, redis_url)
                 wait_port(pending["agora"][2], pending["agora"][0], pending["agora"][1], 120)
                 targets["agora"] = Target("agora", url + "/v1", setup_agora(url, upstream))
+                if redis_url:
+                    url = start_gateways(procs, tmp, redis_url, args.gateway_workers)
+                    targets["agora"] = Target("agora", url + "/v1", targets["agora"].key)
         if "litellm" in pending:
             proc, log, port = pending["litellm"]
             wait_port(port, proc, log, 180)
@@ -794,6 +838,7 @@ def main() -> None:
                     "targets": names,
                     "upstream": args.upstream,
                     "agora_url": args.agora_url,
+                    "gateway_workers": args.gateway_workers or None,
                     "concurrency": conc,
                     "warmup_s": args.warmup,
                     "duration_s": args.duration,

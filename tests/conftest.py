@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, sync_playwright
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
 
 from agora.app import create_app
 from agora.bootstrap import bootstrap
@@ -27,6 +28,19 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 ADMIN_KEY = "agora_" + "T" * 43
 
 os.environ.setdefault("PLAYWRIGHT_BROWSERS_PATH", "0")
+
+
+@event.listens_for(Session, "before_flush")
+def _reads_stay_reads(session: Session, _context: object, _instances: object) -> None:
+    """A session opened for reading (``Database.session()`` without ``write=True``) must not
+    write: on SQLite its transaction began deferred, and a write after another process's commit
+    fails at once with "database is locked" (a 500 seen only under load). Checked in every test."""
+    if session.info.get("write") is not False:
+        return
+    changed = list(session.new) + list(session.deleted)
+    changed += [o for o in session.dirty if session.is_modified(o)]
+    if changed:
+        raise AssertionError(f"a read session was about to write {changed!r}")
 
 
 @pytest.fixture(scope="session")

@@ -87,12 +87,17 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Writers' sessions: on SQLite every transaction they begin (after a commit too) takes
+        # the write lock at BEGIN (see make_engine).
+        writer = self.engine
+        if self.engine.dialect.name == "sqlite":
+            writer = self.engine.execution_options(sqlite_immediate=True)
+        self._write_sessions = sessionmaker(writer, expire_on_commit=False)
 
     def session(self, *, write: bool = False) -> Session:
         """A session; ``write=True`` when it will change data (SQLite then locks at BEGIN)."""
-        session = self._sessions()
-        if write and self.engine.dialect.name == "sqlite":
-            session.connection(execution_options={"sqlite_immediate": True})
+        session = (self._write_sessions if write else self._sessions)()
+        session.info["write"] = write
         return session
 
     @contextmanager

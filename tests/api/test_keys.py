@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from agora.models import ApiKey
 from agora.runtime import Runtime
@@ -96,6 +96,29 @@ def test_last_used_is_recorded_without_a_write_per_request(api: Api, runtime: Ru
     assert runtime.key_usage.flush(runtime.db) >= 1
     with runtime.db.session() as db:
         assert db.scalar(select(ApiKey.last_used_at).where(ApiKey.name == "test")) is not None
+
+
+def test_listing_keys_shows_unflushed_use_without_writing(api: Api, runtime: Runtime) -> None:
+    # Showing a use not yet flushed must not change the key in the listing's session: its
+    # owner's lazy load would flush that as a write inside a read (on SQLite, "database is
+    # locked" at once when another process, a standalone gateway, had just committed).
+    alice, bob = api.user("alice"), api.user("bob")
+    api.project("lab", alice="owner", bob="member")
+    key = api.key("lab", ["read"], token=bob)
+    assert api.as_(key).get("/projects/lab").status_code == 200
+    writes: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if not statement.lstrip().upper().startswith(("SELECT", "BEGIN", "PRAGMA")):
+            writes.append(statement)
+
+    event.listen(runtime.db.engine, "before_cursor_execute", record)
+    try:
+        listed = api.as_(alice).get("/projects/lab/keys").json()
+    finally:
+        event.remove(runtime.db.engine, "before_cursor_execute", record)
+    assert [(k["owner"], k["last_used_at"] is not None) for k in listed] == [("bob", True)]
+    assert not [w for w in writes if "api_keys" in w], writes
 
 
 def test_keys_cannot_mint_keys(api: Api) -> None:

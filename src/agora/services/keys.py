@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.orm.attributes import set_committed_value
 
 from agora.db import utcnow
 from agora.errors import Forbidden, InvalidInput, NotFound
@@ -114,8 +115,11 @@ def list_keys(ctx: Ctx, project_name: str) -> list[ApiKey]:
     keys = list(ctx.db.scalars(stmt))
     for key in keys:  # show usage not yet flushed to the database
         pending = ctx.runtime.key_usage.peek(key.id)
-        if pending is not None:
-            key.last_used_at = pending
+        if pending is not None and (key.last_used_at is None or pending > key.last_used_at):
+            # Shown, not changed: a plain assignment would make the key dirty, and the next
+            # lazy load would flush it as a write inside this read (on SQLite, a write after
+            # another process's commit fails at once with "database is locked").
+            set_committed_value(key, "last_used_at", pending)
     return keys
 
 

@@ -369,7 +369,9 @@ def _from_cookie(request: Request, rt: Runtime) -> tuple[Pending | None, str]:
 
 def _sign_in(rt: Runtime, addr: str | None, claims: dict[str, Any], next_path: str) -> Response:
     for attempt in (1, 2):
-        with rt.db.session() as db:
+        # A write session: on SQLite it takes the write lock before the first read, so another
+        # process committing in between cannot make the sign-in's writes fail at once.
+        with rt.db.session(write=True) as db:
             ctx = Ctx(db=db, runtime=rt, client_addr=addr)
             try:
                 user = accounts.sign_in(ctx, claims)
@@ -395,7 +397,7 @@ def _sign_in(rt: Runtime, addr: str | None, claims: dict[str, Any], next_path: s
 def _refuse(rt: Runtime, addr: str | None, failure: LoginFailed) -> Response:
     if failure.status >= 500:  # the provider's fault, not the person's: worth an operator's look
         log.warning("single sign-on failed: %s", failure.reason)
-    with rt.db.session() as db:
+    with rt.db.session(write=True) as db:
         ctx = Ctx(db=db, runtime=rt, client_addr=addr)
         audit.record_failure(
             ctx,

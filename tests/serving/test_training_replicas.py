@@ -105,5 +105,42 @@ def test_a_training_keeps_an_idle_module_replica_until_it_ends(
     wait_for(lambda: all(r["state"] in ("stopped", "stopping") for r in replicas(gw, "text")), 30)
 
 
+@SQLITE
+def test_a_training_counts_from_the_moment_its_replica_accepts_it(
+    gateway_factory: Callable[..., Gateway], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # No health check runs in this test (one a minute): only the gateway's own note of the
+    # accepted training keeps the idle replica, where before it went after idle_seconds.
+    install_slow_module(tmp_path)
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    monkeypatch.setenv("PYTHONPATH", path)
+    gw = gateway_factory(gateway_health_interval=60)
+    r = gw.api(
+        "POST",
+        "/models",
+        json={
+            "name": "text",
+            "kind": "deepaas",
+            "inputs": {"module": "slowtrain"},
+            "min_replicas": 0,
+            "idle_seconds": 1,
+            "queue_timeout": 90,
+            "public": True,
+        },
+    )
+    assert r.status_code == 201, r.text
+    _, key = gw.key()
+    base = gw.platform.url + "/m/text/v2/models/slowtrain/train/"
+    r = httpx.post(
+        base, params={"epochs": 300}, headers={"Authorization": f"Bearer {key}"}, timeout=120
+    )
+    assert r.status_code in (200, 201), r.text
+    wait_for(lambda: replicas(gw, "text")[0]["trainings"] == 1, 5)
+    until = time.monotonic() + 4  # four times idle_seconds
+    while time.monotonic() < until:
+        assert [r["state"] for r in replicas(gw, "text")] == ["running"], replicas(gw, "text")
+        time.sleep(0.5)
+
+
 def _ended(record: dict) -> dict | None:
     return None if record["status"] == "running" else record

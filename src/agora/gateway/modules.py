@@ -303,6 +303,8 @@ class ModuleProxy:
                     router.failed(state)
                     continue
                 router.succeeded(state)
+                if outcome in (200, 201) and out.method == "POST" and "/train" in rest:
+                    router.training_started(state)
                 return outcome
         except asyncio.CancelledError:
             if not expired or task.uncancel() > 0:

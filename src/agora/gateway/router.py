@@ -178,6 +178,14 @@ class Router:
             state.failures = 0
             state.ejected_until = 0.0
 
+    def training_started(self, state: ReplicaState) -> None:
+        """A replica accepted a training: count it at once, and have the load reported now,
+        so the autoscaler does not take the replica for idle before the next health check
+        (which then gives the server's own count)."""
+        state.trainings = max(state.trainings, 1)
+        for callback in self.on_demand:
+            callback()
+
     def checked(self, state: ReplicaState, healthy: bool) -> None:
         """An active health check's result: an unhealthy replica is left out until a check
         passes; a passive ejection runs its course either way."""

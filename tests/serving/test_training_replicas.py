@@ -51,15 +51,14 @@ def install_slow_module(folder: Path) -> None:
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
-@SQLITE
-def test_a_training_keeps_an_idle_module_replica_until_it_ends(
-    gateway_factory: Callable[..., Gateway], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def slow_model(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, idle_seconds: float
+) -> Gateway:
+    """The slow module as the model "text", scaled to zero after ``idle_seconds``."""
     # Local deployments inherit the control plane's PYTHONPATH: the replica finds the module.
     install_slow_module(tmp_path)
     path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
     monkeypatch.setenv("PYTHONPATH", path)
-    gw = gateway_factory()
     r = gw.api(
         "POST",
         "/models",
@@ -68,12 +67,20 @@ def test_a_training_keeps_an_idle_module_replica_until_it_ends(
             "kind": "deepaas",
             "inputs": {"module": "slowtrain"},
             "min_replicas": 0,
-            "idle_seconds": 2,
+            "idle_seconds": idle_seconds,
             "queue_timeout": 90,
             "public": True,
         },
     )
     assert r.status_code == 201, r.text
+    return gw
+
+
+@SQLITE
+def test_a_training_keeps_an_idle_module_replica_until_it_ends(
+    gateway_factory: Callable[..., Gateway], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    gw = slow_model(gateway_factory(), monkeypatch, tmp_path, idle_seconds=2)
     _, key = gw.key()
     auth = {"Authorization": f"Bearer {key}"}
     base = gw.platform.url + "/m/text/v2/models/slowtrain/train/"
@@ -111,24 +118,7 @@ def test_a_training_counts_from_the_moment_its_replica_accepts_it(
 ) -> None:
     # No health check runs in this test (one a minute): only the gateway's own note of the
     # accepted training keeps the idle replica, where before it went after idle_seconds.
-    install_slow_module(tmp_path)
-    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
-    monkeypatch.setenv("PYTHONPATH", path)
-    gw = gateway_factory(gateway_health_interval=60)
-    r = gw.api(
-        "POST",
-        "/models",
-        json={
-            "name": "text",
-            "kind": "deepaas",
-            "inputs": {"module": "slowtrain"},
-            "min_replicas": 0,
-            "idle_seconds": 1,
-            "queue_timeout": 90,
-            "public": True,
-        },
-    )
-    assert r.status_code == 201, r.text
+    gw = slow_model(gateway_factory(gateway_health_interval=60), monkeypatch, tmp_path, 1)
     _, key = gw.key()
     base = gw.platform.url + "/m/text/v2/models/slowtrain/train/"
     r = httpx.post(

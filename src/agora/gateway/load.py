@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -88,6 +89,7 @@ async def watch_health(gw: Gateway, interval: float) -> None:
         async def check(state: ReplicaState, http: aiohttp.ClientSession = http) -> None:
             url = state.replica.health_url
             assert url is not None
+            sent = time.monotonic()
             try:
                 async with http.get(
                     url,
@@ -95,7 +97,8 @@ async def watch_health(gw: Gateway, interval: float) -> None:
                     timeout=aiohttp.ClientTimeout(total=min(interval, 5)),
                 ) as response:
                     healthy = response.status < 500
-                    state.trainings = await _trainings(response) if healthy else 0
+                    count = await _trainings(response) if healthy else 0
+                    gw.router.trainings_seen(state, count, sent)
             except (aiohttp.ClientError, OSError, TimeoutError):
                 healthy = False
             gw.router.checked(state, healthy)

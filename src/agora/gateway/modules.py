@@ -71,6 +71,17 @@ _RETRYABLE = {502, 503}
 _WHOLE = 256 * 1024
 
 
+#: DEEPaaS v2's training and prediction paths: ``/v2/models/<name>/train/[<uuid>]`` and
+#: ``/v2/models/<name>/predict/``.
+_ENDPOINT = re.compile(r"/v2/models/[^/]+/(train|predict)(?:/|$)")
+
+
+def _endpoint(rest: str) -> str:
+    """``train``, ``predict`` or ``models`` (the metadata and the rest) for a path."""
+    match = _ENDPOINT.match(rest)
+    return match.group(1) if match else "models"
+
+
 @dataclass(frozen=True)
 class _Outgoing:
     """The request as it goes to a replica, for either HTTP client."""
@@ -261,7 +272,7 @@ class ModuleProxy:
 
     def _pick(self, model: ModelEntry, rest: str, tried: list[str]) -> ReplicaState | None:
         router = self.gw.router
-        if "/train" in rest:
+        if _endpoint(rest) == "train":
             # Trainings and their records live in the server that runs them: always the
             # oldest replica (the snapshot lists replicas oldest first).
             for state in router.candidates(model):
@@ -303,7 +314,7 @@ class ModuleProxy:
                     router.failed(state)
                     continue
                 router.succeeded(state)
-                if outcome in (200, 201) and out.method == "POST" and "/train" in rest:
+                if outcome in (200, 201) and out.method == "POST" and _endpoint(rest) == "train":
                     router.training_started(state)
                 return outcome
         except asyncio.CancelledError:
@@ -443,7 +454,7 @@ class ModuleProxy:
     def _meter(
         self, caller: Caller, model: ModelEntry, rest: str, started: float, status: int
     ) -> None:
-        endpoint = "predict" if "/predict" in rest else "train" if "/train" in rest else "models"
+        endpoint = _endpoint(rest)
         self.gw.usage.record(
             Usage(
                 time=time.time(),

@@ -32,6 +32,8 @@ class ReplicaState:
     unhealthy: bool = False
     #: Trainings the replica runs, from its last health check (model servers report them).
     trainings: int = 0
+    #: When (monotonic) this gateway last saw the replica accept a training.
+    training_accepted: float = 0.0
 
     def out(self, now: float) -> bool:
         """Left out of routing (but for panic mode)."""
@@ -181,10 +183,21 @@ class Router:
     def training_started(self, state: ReplicaState) -> None:
         """A replica accepted a training: count it at once, and have the load reported now,
         so the autoscaler does not take the replica for idle before the next health check
-        (which then gives the server's own count)."""
+        (which then gives the server's own count). Not for a replica without health checks
+        (an external endpoint): nothing would ever lower the count again."""
+        if not state.replica.health_url:
+            return
         state.trainings = max(state.trainings, 1)
+        state.training_accepted = time.monotonic()
         for callback in self.on_demand:
             callback()
+
+    def trainings_seen(self, state: ReplicaState, count: int, sent: float) -> None:
+        """A health check's count of the replica's trainings, from a check sent at ``sent``
+        (monotonic). An answer to a check sent before the replica accepted a training may not
+        know of it yet: it does not lower the count noted then."""
+        if count or state.training_accepted < sent:
+            state.trainings = count
 
     def checked(self, state: ReplicaState, healthy: bool) -> None:
         """An active health check's result: an unhealthy replica is left out until a check

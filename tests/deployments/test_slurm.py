@@ -4,6 +4,10 @@ host and over SSH to an OpenSSH server on loopback."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
+import json
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,10 +82,22 @@ def test_cancel_a_running_job(hpc: Platform, cluster: SlurmCluster) -> None:
     assert cluster.wait_finished(job_id) == "CANCELLED"
 
 
-def test_service_on_slurm_becomes_ready(hpc: Platform) -> None:
+def test_service_on_slurm_becomes_ready(
+    hpc: Platform, cluster: SlurmCluster, tmp_path: Path
+) -> None:
     dep = hpc.deploy("http-service", inputs={"command": SERVE})
     running = hpc.wait(dep["id"], {"running"}, timeout=60)
     assert running["backend"] == "hpc"
+    # The service token travels in the run's own file, never in the batch script Slurm keeps.
+    slurm_id, _, run_key = running["attempts"][0]["job_id"].partition("@")
+    run_dir = tmp_path / "shared" / "runs" / run_key
+    token = json.loads((run_dir / "job.json").read_text())["token"]
+    assert token and len(token) >= 32
+    assert stat.S_IMODE((run_dir / "job.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    kept = cluster.run("scontrol", "write", "batch_script", slurm_id, "-").stdout
+    assert "#SBATCH --job-name=agora-" in kept
+    assert token not in kept and base64.b64encode(token.encode()).decode()[:20] not in kept
     hpc.api("POST", f"/projects/default/deployments/{dep['id']}/stop")
     hpc.wait(dep["id"], {"stopped"}, timeout=40)
 
@@ -229,6 +245,12 @@ def test_rendered_batch_script(tmp_path: Path) -> None:
     ):
         assert line in script
     assert "rm -rf" not in script  # the user's script travels base64-encoded
+    token_spec = dataclasses.replace(_spec(), token="secret-service-token", env={"K": "v"})
+    backend = SlurmBackend(config, Settings(data_dir=tmp_path))
+    assert "job.json" not in backend.render(token_spec, "dabc-3")
+    job = json.loads(backend.job_file(token_spec))
+    assert job["token"] == "secret-service-token" and job["env"] == {"K": "v"}
+    assert job["memory_limit_mb"] == 0 and job["time_limit_seconds"] is None
     no_gpu = SlurmBackend(config, Settings(data_dir=tmp_path)).render(_spec(), "dabc-2")
     assert "--gres" not in no_gpu
 

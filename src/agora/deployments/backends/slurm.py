@@ -72,13 +72,15 @@ SCRIPT = """#!/bin/bash
 {directives}
 set -eu
 RUN_DIR={run_dir}
-mkdir -p "$RUN_DIR"
-chmod 700 "$RUN_DIR"
 umask 077
-echo {job_b64} | base64 -d > "$RUN_DIR/job.json"
 echo {script_b64} | base64 -d > "$RUN_DIR/script.sh"
 exec {python} -m agora.deployments.runner "$RUN_DIR"
 """
+
+
+#: Makes a run's directory (only the platform's account may enter it) and writes the job's
+#: file there from standard input, on the host that submits (shared with the nodes).
+_WRITE_JOB = 'umask 077 && mkdir -p -- "$1" && chmod 700 -- "$1" && cat > "$1/job.json"'
 
 
 def parse_exit(value: str) -> int | None:
@@ -199,16 +201,23 @@ class SlurmBackend(Backend):
         for d in directives:
             if "\n" in d:
                 raise SubmitRefused("an #SBATCH option contains a line break")
-        job = runner_job(spec, "0.0.0.0", None)  # noqa: S104 - services bind on the node
-        job["memory_limit_mb"] = 0  # Slurm enforces --mem itself
-        job["time_limit_seconds"] = None  # and --time
         return SCRIPT.format(
             directives="\n".join(f"#SBATCH {d}" for d in directives),
             run_dir=shlex.quote(str(run_dir)),
-            job_b64=base64.b64encode(json.dumps(job).encode()).decode(),
             script_b64=base64.b64encode(spec.script.encode()).decode(),
             python=shlex.quote(self.python),
         )
+
+    @staticmethod
+    def job_file(spec: JobSpec) -> str:
+        """What the runner on the node reads (``job.json``): the service token and the
+        environment are in it, so it is written beside the run, readable only by the
+        platform's account, and never into the batch script, which Slurm keeps (and with
+        ``AccountingStoreFlags=job_script`` stores in its accounting database)."""
+        job = runner_job(spec, "0.0.0.0", None)  # noqa: S104 - services bind on the node
+        job["memory_limit_mb"] = 0  # Slurm enforces --mem itself
+        job["time_limit_seconds"] = None  # and --time
+        return json.dumps(job)
 
     async def submit(self, spec: JobSpec) -> str:
         self.check_resources(spec.resources)
@@ -216,6 +225,13 @@ class SlurmBackend(Backend):
         if not self._prepared:  # Slurm writes its output file there before the job starts
             await self._run(["mkdir", "-p", str(self.work_root / "runs")])
             self._prepared = True
+        run_dir = str(self.work_root / "runs" / run_key)
+        code, _, err = await self._run(
+            ["sh", "-c", _WRITE_JOB, "sh", run_dir], stdin=self.job_file(spec)
+        )
+        if code != 0:
+            why = _last(err.encode())
+            raise BackendError(f"could not write the job's file in {run_dir}: {why}")
         code, out, err = await self._run(["sbatch", "--parsable"], stdin=self.render(spec, run_key))
         if code != 0:
             raise SubmitRefused(f"Slurm refused the job: {self._refusal(err)}")

@@ -31,16 +31,16 @@ class LastUsed:
 
     def __init__(self, column: Any) -> None:
         self._column = column
-        self._pending: dict[int, dt.datetime | float] = {}
+        self._pending: dict[int, float] = {}  # seconds since the epoch
         self._lock = threading.Lock()
 
     def touch(self, key_id: int, when: dt.datetime) -> None:
+        stamp = when.timestamp()
         with self._lock:
-            self._pending[key_id] = when
+            self._pending[key_id] = stamp
 
     def touch_now(self, key_id: int) -> None:
-        """``touch`` at the current time, kept as seconds since the epoch (the gateway's
-        request path: a float is cheaper to make than a datetime)."""
+        """``touch`` at the current time (the gateway's request path: no datetime made)."""
         now = time.time()
         with self._lock:
             self._pending[key_id] = now
@@ -56,14 +56,14 @@ class LastUsed:
                 session.execute(
                     update(table)
                     .where(table.id == row_id)
-                    .values({self._column.key: _datetime(when)})
+                    .values({self._column.key: dt.datetime.fromtimestamp(when, dt.UTC)})
                 )
         return len(pending)
 
     def peek(self, key_id: int) -> dt.datetime | None:
         with self._lock:
             when = self._pending.get(key_id)
-        return None if when is None else _datetime(when)
+        return None if when is None else dt.datetime.fromtimestamp(when, dt.UTC)
 
 
 def freeze_heap() -> None:
@@ -73,10 +73,6 @@ def freeze_heap() -> None:
     long-running servers; called once, just before serving (never in tests' processes)."""
     gc.collect()
     gc.freeze()
-
-
-def _datetime(when: dt.datetime | float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(when, dt.UTC) if isinstance(when, float) else when
 
 
 @dataclass

@@ -19,7 +19,6 @@ from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 
 from agora.api.deps import CSRF_HEADER, SESSION_COOKIE, csrf_ok
-from agora.db import utcnow
 from agora.errors import AgoraError
 from agora.gateway.directory import Caller, Snapshot
 from agora.gateway.protocol import GatewayError
@@ -151,7 +150,7 @@ class SessionCallers:
         if now >= resolved.expires_at or now - cached_at > self.ttl:
             del self._entries[key]
             return None
-        self.rt.session_usage.touch(resolved.session_id, utcnow())
+        self.rt.session_usage.touch_now(resolved.session_id)
         return resolved.caller
 
     def put(
